@@ -1,0 +1,490 @@
+/// Positive PCIBIOS return codes from config accessors (Linux `pci.h`).
+public enum PCIBIOS {
+    public static let successful: Int32 = 0x00
+    public static let funcNotSupported: Int32 = 0x81
+    public static let badVendorID: Int32 = 0x83
+    public static let deviceNotFound: Int32 = 0x86
+    public static let badRegisterNumber: Int32 = 0x87
+    public static let setFailed: Int32 = 0x88
+    public static let bufferTooSmall: Int32 = 0x89
+}
+
+/// Where the first instance of each capability the emulation cares about sits (0 = absent).
+public struct CapabilityOffsets: Sendable, Equatable {
+    public var powerManagement = 0
+    public var vpd = 0
+    public var msi = 0
+    public var msix = 0
+    public var pciExpress = 0
+    public var advancedFeatures = 0
+    public var aer = 0
+    public var ari = 0
+    public var sriov = 0
+    public init() {}
+}
+
+/// What the kernel cached about a function at enumeration (what sysfs `vendor`, `device`, ...
+/// print and what pciback's vendor and device fields return). For an SR-IOV VF these differ
+/// from its config space, whose ID registers read 0xffff.
+public struct DeviceIdentity: Sendable, Equatable {
+    public var vendor: UInt16
+    public var device: UInt16
+    public var subsystemVendor: UInt16
+    public var subsystemDevice: UInt16
+    /// 24-bit class code: base class, subclass, programming interface.
+    public var classCode: UInt32
+    public var revision: UInt8
+    public var headerType: UInt8
+    public var interruptPin: UInt8
+
+    public var layout: PCIHeaderType? { PCIHeaderType(rawValue: headerType & 0x7f) }
+    public var isMultiFunction: Bool { headerType & 0x80 != 0 }
+}
+
+/// One emulated PCI function: its configuration space with register semantics, its BARs, and
+/// the PCI core's state for it (the side effects pciback triggers through the kernel).
+///
+/// Instances live inside the machine state and are only touched under the machine's lock.
+public final class EmulatedDevice {
+    public let address: PCIAddress
+    public internal(set) var config: ConfigSpace
+    /// The power-on values of every changeable bit (what a function reset restores).
+    let resetImage: [UInt8]
+    public let identity: DeviceIdentity
+    /// BARs 0...5 and the expansion ROM at index 6.
+    public internal(set) var bars: [BARDescriptor?]
+    public internal(set) var capabilities: CapabilityOffsets
+    /// dom0's Linux IRQ number for the function's INTx (0: none).
+    public var irq: UInt32
+    /// The driver the function is bound to at boot (nil: none).
+    public var bootDriver: String?
+    public var faults = DeviceFaults()
+    public let label: String
+    /// For an SR-IOV virtual function: its physical function.
+    public internal(set) var physicalFunction: PCIAddress?
+    /// The Linux IRQ of the first MSI vector while the kernel has MSI enabled.
+    public var msiIRQ: UInt32 = 0
+
+    // The PCI core's view (struct pci_dev), not hardware.
+    public internal(set) var enableCount = 0
+    public internal(set) var isBusmaster = false
+    public internal(set) var kernelMSIEnabled = false
+    public internal(set) var kernelMSIXEnabled = false
+    /// What `pci_save_state` captured.
+    var savedState: [UInt8]?
+    /// Vital product data behind the VPD capability.
+    var vpdContents: [UInt8]
+
+    public init(
+        address: PCIAddress, config: ConfigSpace, resetImage: [UInt8]? = nil, identity: DeviceIdentity? = nil,
+        bars: [BARDescriptor?], irq: UInt32, bootDriver: String?, label: String = "", vpd: [UInt8] = []
+    ) {
+        precondition(bars.count == 7, "six BARs and the ROM")
+        self.address = address
+        self.config = config
+        self.resetImage = resetImage ?? config.bytes
+        self.bars = bars
+        self.irq = irq
+        self.bootDriver = bootDriver
+        self.label = label
+        self.vpdContents = vpd
+        self.capabilities = CapabilityScanner.scan(config)
+        self.identity = identity ?? DeviceIdentity(
+            vendor: UInt16(config.read(PCIRegister.vendorID, width: 2)),
+            device: UInt16(config.read(PCIRegister.deviceID, width: 2)),
+            subsystemVendor: UInt16(config.read(PCIRegister.subsystemVendorID, width: 2)),
+            subsystemDevice: UInt16(config.read(PCIRegister.subsystemID, width: 2)),
+            classCode: config.read(PCIRegister.revisionID, width: 4) >> 8,
+            revision: UInt8(config.read(PCIRegister.revisionID, width: 1)),
+            headerType: UInt8(config.read(PCIRegister.headerType, width: 1)),
+            interruptPin: UInt8(config.read(PCIRegister.interruptPin, width: 1)))
+    }
+
+    public var configSize: Int { config.size }
+    public var isPCIExpress: Bool { capabilities.pciExpress != 0 }
+    public var isBridge: Bool { identity.layout == .bridge }
+
+    /// Function-level reset is available (PCIe FLR or the AF capability's FLR).
+    public var hasFunctionReset: Bool {
+        if capabilities.pciExpress != 0 {
+            let devcap = config.read(capabilities.pciExpress + PCIeRegister.deviceCapabilities, width: 4)
+            if devcap & PCIeRegister.devCapFLR != 0 { return true }
+        }
+        if capabilities.advancedFeatures != 0 {
+            return config.read(capabilities.advancedFeatures + 3, width: 1) & 0x02 != 0
+        }
+        return false
+    }
+
+    // MARK: - Config accesses as the hardware answers them
+
+    /// A raw config read. Offsets past 4095 fail with -EINVAL (the x86 accessor); past the
+    /// function's own space read all-ones. An injected read fault answers all-ones and
+    /// PCIBIOS_DEVICE_NOT_FOUND.
+    public func hardwareRead(_ offset: Int, width: Int) -> (value: UInt32, error: Int32) {
+        if offset < 0 || offset + width > 4096 { return (allOnes(width), -Errno.invalidArgument.rawValue) }
+        if faults.fire(\.configReadFails) { return (allOnes(width), PCIBIOS.deviceNotFound) }
+        return (config.read(offset, width: width), PCIBIOS.successful)
+    }
+
+    /// A raw config write, with the hardware's side effects.
+    @discardableResult
+    public func hardwareWrite(_ offset: Int, width: Int, value: UInt32) -> Int32 {
+        if offset < 0 || offset + width > 4096 { return -Errno.invalidArgument.rawValue }
+        guard offset < config.size else { return PCIBIOS.successful }
+        let before = self.snapshotOfSideEffectRegisters()
+        config.write(offset, width: width, value: value)
+        applySideEffects(offset: offset, width: width, value: value, before: before)
+        return PCIBIOS.successful
+    }
+
+    private func allOnes(_ width: Int) -> UInt32 { width == 4 ? 0xffff_ffff : (1 << (8 * UInt32(width))) - 1 }
+
+    private struct SideEffectRegisters {
+        var powerState: UInt16
+        var msiFlags: UInt16
+    }
+
+    private func snapshotOfSideEffectRegisters() -> SideEffectRegisters {
+        SideEffectRegisters(
+            powerState: capabilities.powerManagement == 0
+                ? 0 : UInt16(config.read(capabilities.powerManagement + PMRegister.controlStatus, width: 2)),
+            msiFlags: capabilities.msi == 0 ? 0 : UInt16(config.read(capabilities.msi + MSIRegister.flags, width: 2)))
+    }
+
+    private func touches(_ offset: Int, _ width: Int, register: Int, registerWidth: Int) -> Bool {
+        offset < register + registerWidth && register < offset + width
+    }
+
+    private func applySideEffects(offset: Int, width: Int, value: UInt32, before: SideEffectRegisters) {
+        // BIST: a started self-test completes at once and reports success.
+        if touches(offset, width, register: PCIRegister.bist, registerWidth: 1) {
+            let bist = config.read(PCIRegister.bist, width: 1)
+            if bist & 0x40 != 0 { config.store(PCIRegister.bist, width: 1, value: bist & 0x80) }
+        }
+        let pm = capabilities.powerManagement
+        if pm != 0, touches(offset, width, register: pm + PMRegister.controlStatus, registerWidth: 2) {
+            // A write of an unsupported D-state is ignored: the state field keeps its value.
+            let pmc = UInt16(config.read(pm + PMRegister.capabilities, width: 2))
+            let pmcsr = UInt16(config.read(pm + PMRegister.controlStatus, width: 2))
+            let state = pmcsr & PMRegister.stateMask
+            let unsupported = (state == 1 && pmc & PMRegister.pmcD1Support == 0)
+                || (state == 2 && pmc & PMRegister.pmcD2Support == 0)
+            if unsupported {
+                let kept = (pmcsr & ~PMRegister.stateMask) | (before.powerState & PMRegister.stateMask)
+                config.store(pm + PMRegister.controlStatus, width: 2, value: UInt32(kept))
+            } else if before.powerState & PMRegister.stateMask == 3, state == 0, pmcsr & PMRegister.noSoftReset == 0 {
+                // D3hot -> D0 without No_Soft_Reset: the function comes back in its reset state.
+                functionResetHardware()
+            }
+        }
+        let msi = capabilities.msi
+        if msi != 0, touches(offset, width, register: msi + MSIRegister.flags, registerWidth: 2) {
+            // Multiple Message Enable cannot exceed Multiple Message Capable.
+            let flags = UInt16(config.read(msi + MSIRegister.flags, width: 2))
+            let capable = (flags & MSIRegister.multipleMessageCapable) >> 1
+            let enabled = (flags & MSIRegister.multipleMessageEnable) >> 4
+            if enabled > capable {
+                let clamped = (flags & ~MSIRegister.multipleMessageEnable) | (capable << 4)
+                config.store(msi + MSIRegister.flags, width: 2, value: UInt32(clamped))
+            }
+        }
+        let vpd = capabilities.vpd
+        if vpd != 0, touches(offset, width, register: vpd + VPDRegister.address, registerWidth: 2) {
+            runVPDOperation()
+        }
+        let pcie = capabilities.pciExpress
+        if pcie != 0, touches(offset, width, register: pcie + PCIeRegister.deviceControl, registerWidth: 2) {
+            let control = UInt16(config.read(pcie + PCIeRegister.deviceControl, width: 2))
+            if control & PCIeRegister.devCtlInitiateFLR != 0 {
+                config.store(pcie + PCIeRegister.deviceControl, width: 2, value: UInt32(control & ~PCIeRegister.devCtlInitiateFLR))
+                if hasFunctionReset { functionResetHardware() }
+            }
+        }
+    }
+
+    /// VPD: writing the address with F = 0 reads four bytes into the data register and sets F;
+    /// writing it with F = 1 stores the data register and clears F.
+    private func runVPDOperation() {
+        let vpd = capabilities.vpd
+        let address = UInt16(config.read(vpd + VPDRegister.address, width: 2))
+        let location = Int(address & 0x7ffc)
+        if address & VPDRegister.flag == 0 {
+            var word: UInt32 = 0
+            for index in stride(from: 3, through: 0, by: -1) {
+                let byte = location + index < vpdContents.count ? vpdContents[location + index] : 0xff
+                word = word << 8 | UInt32(byte)
+            }
+            config.store(vpd + VPDRegister.data, width: 4, value: word)
+            config.store(vpd + VPDRegister.address, width: 2, value: UInt32(address | VPDRegister.flag))
+        } else {
+            let word = config.read(vpd + VPDRegister.data, width: 4)
+            if location + 4 > vpdContents.count {
+                vpdContents += Array(repeating: 0xff, count: location + 4 - vpdContents.count)
+            }
+            for index in 0..<4 { vpdContents[location + index] = UInt8(truncatingIfNeeded: word >> (8 * UInt32(index))) }
+            config.store(vpd + VPDRegister.address, width: 2, value: UInt32(address & ~VPDRegister.flag))
+        }
+    }
+
+    /// What a function reset does to the registers: every changeable bit back to its reset value.
+    private func functionResetHardware() {
+        config.resetChangeableBits(to: resetImage)
+    }
+
+    // MARK: - Register helpers
+
+    public var command: UInt16 { UInt16(config.read(PCIRegister.command, width: 2)) }
+
+    func setCommandBits(_ bits: UInt16, on: Bool) {
+        let current = command
+        let updated = on ? current | bits : current & ~bits
+        if updated != current { config.write(PCIRegister.command, width: 2, value: UInt32(updated)) }
+    }
+
+    public var msiFlags: UInt16? {
+        capabilities.msi == 0 ? nil : UInt16(config.read(capabilities.msi + MSIRegister.flags, width: 2))
+    }
+
+    public var msixFlags: UInt16? {
+        capabilities.msix == 0 ? nil : UInt16(config.read(capabilities.msix + MSIXRegister.flags, width: 2))
+    }
+
+    public var powerState: UInt8 {
+        let pm = capabilities.powerManagement
+        guard pm != 0 else { return 0 }
+        return UInt8(config.read(pm + PMRegister.controlStatus, width: 2) & 0x3)
+    }
+
+    /// Number of MSI-X table entries (0 without MSI-X).
+    public var msixTableSize: Int {
+        guard let flags = msixFlags else { return 0 }
+        return Int(flags & MSIXRegister.tableSizeMask) + 1
+    }
+}
+
+// MARK: - The PCI core's operations (drivers/pci/pci.c), as pciback calls them
+
+extension EmulatedDevice {
+    public var isEnabled: Bool { enableCount > 0 }
+
+    /// `pci_enable_device`: power to D0, IO/MEMORY decode from the BAR types, INTx unmasked when
+    /// the function has a pin and the kernel has not enabled MSI/MSI-X.
+    public func enableDevice() throws(Errno) {
+        if enableCount > 0 {
+            enableCount += 1
+            return
+        }
+        if faults.fire(\.enableFails) { throw .invalidArgument }
+        var decode: UInt16 = 0
+        for index in 0..<6 {
+            guard let bar = bars[index] else { continue }
+            if bar.address == 0 { throw .invalidArgument }
+            decode |= bar.kind.isIO ? PCICommand.io : PCICommand.memory
+        }
+        if powerState != 0 { writePowerState(0) }
+        setCommandBits(decode, on: true)
+        if identity.interruptPin != 0, !kernelMSIEnabled, !kernelMSIXEnabled {
+            setCommandBits(PCICommand.intxDisable, on: false)
+        }
+        enableCount = 1
+    }
+
+    /// `pci_disable_device`: when the count drops to 0, bus mastering goes off; IO and MEMORY stay.
+    public func disableDevice() {
+        guard enableCount > 0 else { return }
+        enableCount -= 1
+        guard enableCount == 0 else { return }
+        setCommandBits(PCICommand.master, on: false)
+        isBusmaster = false
+    }
+
+    /// `pci_set_master` / `pci_clear_master`.
+    public func setBusMaster(_ on: Bool) {
+        setCommandBits(PCICommand.master, on: on)
+        isBusmaster = on
+    }
+
+    /// `pci_set_mwi`: programs the cache line size (64 bytes), failing if it does not stick, then
+    /// sets Memory Write and Invalidate.
+    public func setMemoryWriteInvalidate() throws(Errno) {
+        let wanted: UInt32 = 64 / 4
+        if config.read(PCIRegister.cacheLineSize, width: 1) != wanted {
+            config.write(PCIRegister.cacheLineSize, width: 1, value: wanted)
+            if config.read(PCIRegister.cacheLineSize, width: 1) != wanted { throw .invalidArgument }
+        }
+        setCommandBits(PCICommand.invalidate, on: true)
+    }
+
+    public func clearMemoryWriteInvalidate() {
+        setCommandBits(PCICommand.invalidate, on: false)
+    }
+
+    /// `pci_intx`: INTX_DISABLE written only when it changes.
+    public func setINTx(enabled: Bool) {
+        setCommandBits(PCICommand.intxDisable, on: !enabled)
+    }
+
+    /// `pci_set_power_state` for D0...D3hot. D1/D2 fail where the PM capability lacks them.
+    public func setPowerState(_ state: UInt8) throws(Errno) {
+        let pm = capabilities.powerManagement
+        guard pm != 0 else { return }
+        if state == powerState { return }
+        let pmc = UInt16(config.read(pm + PMRegister.capabilities, width: 2))
+        if state == 1 || state == 2 {
+            if faults.fire(\.lowPowerStatesRefused) { throw .ioError }
+            let supported = state == 1 ? pmc & PMRegister.pmcD1Support != 0 : pmc & PMRegister.pmcD2Support != 0
+            if !supported { throw .ioError }
+        }
+        writePowerState(state)
+    }
+
+    private func writePowerState(_ state: UInt8) {
+        let pm = capabilities.powerManagement
+        guard pm != 0 else { return }
+        let pmcsr = UInt16(config.read(pm + PMRegister.controlStatus, width: 2))
+        // Write back with PME_Status as 0 so the RW1C bit is not cleared by the state change.
+        let value = (pmcsr & ~(PMRegister.stateMask | PMRegister.pmeStatus)) | UInt16(state)
+        hardwareWrite(pm + PMRegister.controlStatus, width: 2, value: UInt32(value))
+    }
+
+    /// `pci_save_state`.
+    public func saveState() { savedState = config.bytes }
+
+    /// `pci_restore_state` from the last save (or from an explicit snapshot).
+    public func restoreState(_ snapshot: [UInt8]? = nil) {
+        guard let saved = snapshot ?? savedState else { return }
+        config.restoreWritableBits(from: saved)
+        kernelMSIEnabled = (msiFlags ?? 0) & MSIRegister.enable != 0
+        kernelMSIXEnabled = (msixFlags ?? 0) & MSIXRegister.enable != 0
+    }
+
+    /// A function reset (FLR where available, else the PM or bus reset the kernel would pick):
+    /// every changeable register bit back to its reset value; read-only bits kept.
+    public func resetFunction() throws(Errno) {
+        if faults.fire(\.resetFails) { throw .ioError }
+        functionResetHardware()
+    }
+
+    /// `pci_enable_msi` (one vector) as the kernel does it for a PV frontend op.
+    public func enableMSI() throws(Errno) {
+        guard let flags = msiFlags else { throw .invalidArgument }
+        if faults.fire(\.msiEnableFails) { throw .noSpace }
+        setINTx(enabled: false)
+        let value = (flags & ~MSIRegister.multipleMessageEnable) | MSIRegister.enable
+        hardwareWrite(capabilities.msi + MSIRegister.flags, width: 2, value: UInt32(value))
+        kernelMSIEnabled = true
+    }
+
+    public func disableMSI() {
+        guard let flags = msiFlags else { return }
+        hardwareWrite(capabilities.msi + MSIRegister.flags, width: 2, value: UInt32(flags & ~MSIRegister.enable))
+        if identity.interruptPin != 0 { setINTx(enabled: true) }
+        kernelMSIEnabled = false
+    }
+
+    /// `pci_enable_msix_exact` with `count` vectors.
+    public func enableMSIX(vectors count: Int) throws(Errno) {
+        guard let flags = msixFlags else { throw .invalidArgument }
+        if count <= 0 { throw .invalidArgument }
+        if count > msixTableSize { throw .invalidArgument }
+        if faults.fire(\.msixEnableFails) { throw .noSpace }
+        setINTx(enabled: false)
+        let value = (flags | MSIXRegister.enable) & ~MSIXRegister.functionMask
+        hardwareWrite(capabilities.msix + MSIXRegister.flags, width: 2, value: UInt32(value))
+        kernelMSIXEnabled = true
+    }
+
+    public func disableMSIX() {
+        guard let flags = msixFlags else { return }
+        hardwareWrite(capabilities.msix + MSIXRegister.flags, width: 2, value: UInt32(flags & ~MSIXRegister.enable))
+        if identity.interruptPin != 0 { setINTx(enabled: true) }
+        kernelMSIXEnabled = false
+    }
+
+    /// What a real driver's remove does before letting go: MSI and MSI-X off, bus mastering off,
+    /// the device disabled.
+    public func quiesceForDriverRemoval() {
+        if (msixFlags ?? 0) & MSIXRegister.enable != 0 { disableMSIX() }
+        if (msiFlags ?? 0) & MSIRegister.enable != 0 { disableMSI() }
+        kernelMSIEnabled = false
+        kernelMSIXEnabled = false
+        setBusMaster(false)
+        enableCount = 0
+    }
+
+    /// A driver's probe: enable and take bus mastering (the state a bound host driver leaves).
+    public func driverProbeEnable() {
+        try? enableDevice()
+        setBusMaster(true)
+    }
+}
+
+extension Errno {
+    public static let noSpace = Errno(28)  // ENOSPC, what the MSI code returns with no vectors left
+}
+
+/// Walks the capability lists of a config space.
+public enum CapabilityScanner {
+    public static func scan(_ config: ConfigSpace) -> CapabilityOffsets {
+        var offsets = CapabilityOffsets()
+        for (id, position) in standardCapabilities(config) {
+            switch id {
+            case CapabilityID.powerManagement where offsets.powerManagement == 0: offsets.powerManagement = position
+            case CapabilityID.vpd where offsets.vpd == 0: offsets.vpd = position
+            case CapabilityID.msi where offsets.msi == 0: offsets.msi = position
+            case CapabilityID.msix where offsets.msix == 0: offsets.msix = position
+            case CapabilityID.pciExpress where offsets.pciExpress == 0: offsets.pciExpress = position
+            case CapabilityID.advancedFeatures where offsets.advancedFeatures == 0: offsets.advancedFeatures = position
+            default: break
+            }
+        }
+        for (id, position) in extendedCapabilities(config) {
+            switch id {
+            case ExtendedCapabilityID.aer where offsets.aer == 0: offsets.aer = position
+            case ExtendedCapabilityID.ari where offsets.ari == 0: offsets.ari = position
+            case ExtendedCapabilityID.sriov where offsets.sriov == 0: offsets.sriov = position
+            default: break
+            }
+        }
+        return offsets
+    }
+
+    /// (id, offset) of each standard capability, following the list from 0x34 (0x14 for
+    /// CardBus) as the kernel does: at most 48 hops, pointers below 0x40 end the walk.
+    public static func standardCapabilities(_ config: ConfigSpace) -> [(UInt8, Int)] {
+        let status = UInt16(config.read(PCIRegister.status, width: 2))
+        guard status & PCIStatus.capabilityList != 0 else { return [] }
+        let headerType = config.read(PCIRegister.headerType, width: 1) & 0x7f
+        let pointerRegister = headerType == 2 ? PCIRegister.cardbusCapabilityList : PCIRegister.capabilityList
+        var position = Int(config.read(pointerRegister, width: 1))
+        var result: [(UInt8, Int)] = []
+        var hops = 48
+        while hops > 0, position >= 0x40 {
+            position &= ~3
+            let id = UInt8(config.read(position, width: 1))
+            if id == 0xff { break }
+            result.append((id, position))
+            position = Int(config.read(position + 1, width: 1))
+            hops -= 1
+        }
+        return result
+    }
+
+    /// (id, offset) of each extended capability from 0x100, as the kernel walks them.
+    public static func extendedCapabilities(_ config: ConfigSpace) -> [(UInt16, Int)] {
+        guard config.size > 256 else { return [] }
+        var position = 0x100
+        var result: [(UInt16, Int)] = []
+        var hops = (4096 - 256) / 8
+        while hops > 0 {
+            let header = config.read(position, width: 4)
+            if header == 0 || header == 0xffff_ffff { break }
+            result.append((UInt16(header & 0xffff), position))
+            position = Int(header >> 20) & 0xffc
+            if position < 0x100 { break }
+            hops -= 1
+        }
+        return result
+    }
+}

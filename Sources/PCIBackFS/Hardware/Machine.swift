@@ -1,0 +1,109 @@
+/// The emulated hardware: every PCI function, and the topology the bridges' bus numbers give
+/// (computed when functions come and go; reprogramming a bridge's bus numbers from dom0 does
+/// not move the sysfs directories, as it does not in Linux either).
+public struct Machine {
+    public private(set) var devices: [PCIAddress: EmulatedDevice] = [:]
+    /// Addresses in enumeration order (domain, bus, devfn).
+    public private(set) var order: [PCIAddress] = []
+    public var name: String
+    private var parents: [PCIAddress: PCIAddress] = [:]
+    private var children: [PCIAddress: [PCIAddress]] = [:]
+    /// Functions on a root bus, by the root bus's sysfs name (`pci0000:00`).
+    public private(set) var rootBuses: [String: [PCIAddress]] = [:]
+    private var rootBusOf: [PCIAddress: String] = [:]
+
+    public init(name: String, devices: [EmulatedDevice]) {
+        self.name = name
+        for device in devices { insert(device) }
+        rebuildTopology()
+    }
+
+    public mutating func add(_ device: EmulatedDevice) {
+        insert(device)
+        rebuildTopology()
+    }
+
+    public mutating func add(_ newDevices: [EmulatedDevice]) {
+        for device in newDevices { insert(device) }
+        rebuildTopology()
+    }
+
+    private mutating func insert(_ device: EmulatedDevice) {
+        precondition(devices[device.address] == nil, "duplicate device \(device.address)")
+        devices[device.address] = device
+        if let last = order.last, last < device.address {
+            order.append(device.address)
+        } else {
+            let index = order.firstIndex { $0 > device.address } ?? order.endIndex
+            order.insert(device.address, at: index)
+        }
+    }
+
+    public mutating func remove(_ addresses: [PCIAddress]) {
+        let gone = Set(addresses)
+        for address in addresses { devices[address] = nil }
+        order.removeAll { gone.contains($0) }
+        rebuildTopology()
+    }
+
+    public subscript(address: PCIAddress) -> EmulatedDevice? { devices[address] }
+
+    private mutating func rebuildTopology() {
+        parents = [:]
+        children = [:]
+        rootBuses = [:]
+        rootBusOf = [:]
+        // Bridges by (domain, bus range); the innermost (highest secondary bus) wins.
+        var bridges: [(address: PCIAddress, secondary: Int, subordinate: Int)] = []
+        for address in order {
+            guard let device = devices[address], device.isBridge else { continue }
+            let secondary = Int(device.config.read(PCIRegister.secondaryBus, width: 1))
+            let subordinate = Int(device.config.read(PCIRegister.subordinateBus, width: 1))
+            if secondary != 0, secondary > Int(address.bus) { bridges.append((address, secondary, subordinate)) }
+        }
+        for address in order {
+            var best: (PCIAddress, Int)?
+            for bridge in bridges where bridge.address.domain == address.domain && bridge.address != address {
+                guard Int(address.bus) >= bridge.secondary, Int(address.bus) <= bridge.subordinate else { continue }
+                if best == nil || bridge.secondary > best!.1 { best = (bridge.address, bridge.secondary) }
+            }
+            if let parent = best?.0 {
+                parents[address] = parent
+                children[parent, default: []].append(address)
+            }
+        }
+        for address in order where parents[address] == nil {
+            let name = "pci" + hex(address.domain, width: 4) + ":" + hex(address.bus, width: 2)
+            rootBuses[name, default: []].append(address)
+            rootBusOf[address] = name
+        }
+        for address in order where parents[address] != nil {
+            var top = address
+            while let parent = parents[top] { top = parent }
+            rootBusOf[address] = rootBusOf[top]
+        }
+    }
+
+    /// The bridge a function sits behind, or nil on a root bus.
+    public func parentBridge(of address: PCIAddress) -> PCIAddress? { parents[address] }
+
+    public func children(of address: PCIAddress) -> [PCIAddress] { children[address] ?? [] }
+
+    /// The chain of bridges from the root down to (not including) `address`.
+    public func upstreamBridges(of address: PCIAddress) -> [PCIAddress] {
+        var chain: [PCIAddress] = []
+        var current = address
+        while let parent = parents[current] {
+            chain.insert(parent, at: 0)
+            current = parent
+        }
+        return chain
+    }
+
+    /// `devices/pci0000:00/0000:00:1c.1/0000:03:00.0`: the function's directory in sysfs.
+    public func sysfsPath(of address: PCIAddress) -> String {
+        var path = "devices/" + (rootBusOf[address] ?? "pci0000:00")
+        for bridge in upstreamBridges(of: address) { path += "/" + bridge.description }
+        return path + "/" + address.description
+    }
+}

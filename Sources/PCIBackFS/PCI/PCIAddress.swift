@@ -1,0 +1,80 @@
+/// A PCI function's address: domain, bus, device (slot) and function.
+///
+/// Formats as the kernel's `pci_name()`: `%04x:%02x:%02x.%d`.
+public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var domain: UInt32
+    public var bus: UInt8
+    public var slot: UInt8
+    public var function: UInt8
+
+    public init(domain: UInt32 = 0, bus: UInt8, slot: UInt8, function: UInt8) {
+        precondition(slot < 32 && function < 8, "slot or function out of range")
+        self.domain = domain
+        self.bus = bus
+        self.slot = slot
+        self.function = function
+    }
+
+    /// devfn as the kernel packs it: slot << 3 | function.
+    public var devfn: UInt8 { slot << 3 | function }
+
+    public init(domain: UInt32 = 0, bus: UInt8, devfn: UInt8) {
+        self.init(domain: domain, bus: bus, slot: devfn >> 3, function: devfn & 7)
+    }
+
+    public var description: String {
+        hex(domain, width: 4) + ":" + hex(bus, width: 2) + ":" + hex(slot, width: 2) + "." + String(function)
+    }
+
+    /// `BB:SS.F`, the form the quirks listing and lspci without -D use.
+    public var shortDescription: String {
+        hex(bus, width: 2) + ":" + hex(slot, width: 2) + "." + String(function)
+    }
+
+    /// Parses a kernel device name exactly: `DDDD:BB:SS.F` with 4, 2, 2 and 1 hex digits (what
+    /// `bus_find_device_by_name` compares against, after one trailing newline is dropped).
+    public init?(kernelName text: Substring) {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 12, bytes[4] == UInt8(ascii: ":"), bytes[7] == UInt8(ascii: ":"),
+              bytes[10] == UInt8(ascii: ".")
+        else { return nil }
+        func value(_ range: Range<Int>) -> UInt32? {
+            var result: UInt32 = 0
+            for byte in bytes[range] {
+                // Kernel names are lower case, and the comparison is exact.
+                guard let digit = hexDigitValue(byte), !(UInt8(ascii: "A")...UInt8(ascii: "F")).contains(byte) else {
+                    return nil
+                }
+                result = result << 4 | UInt32(digit)
+            }
+            return result
+        }
+        guard let domain = value(0..<4), let bus = value(5..<7), let slot = value(8..<10),
+              let function = value(11..<12), slot < 32, function < 8
+        else { return nil }
+        self.init(domain: domain, bus: UInt8(bus), slot: UInt8(slot), function: UInt8(function))
+    }
+
+    public init?(kernelName text: String) { self.init(kernelName: Substring(text)) }
+
+    public static func < (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
+        (lhs.domain, lhs.bus, lhs.devfn) < (rhs.domain, rhs.bus, rhs.devfn)
+    }
+}
+
+/// Lower-case hex, zero-padded to `width` digits (like `%0Nx`).
+@inlinable
+public func hex<T: BinaryInteger>(_ value: T, width: Int) -> String {
+    let digits = String(value, radix: 16)
+    return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+}
+
+@inlinable
+func hexDigitValue(_ byte: UInt8) -> UInt8? {
+    switch byte {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+    default: return nil
+    }
+}

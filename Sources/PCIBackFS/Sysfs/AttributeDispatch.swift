@@ -1,0 +1,184 @@
+/// Which show() and store() each text attribute has.
+extension Dom0 {
+    func show(_ kind: AttributeKind, legacy: Bool) -> [UInt8]? {
+        switch kind {
+        case .device(let address, let attribute):
+            return show(attribute, of: address)
+        case .frontendDevice(_, let host, let attribute):
+            return show(attribute, of: host)
+        case .driver(_, let attribute):
+            switch attribute {
+            case .slots: return slotsText()
+            case .quirks: return quirksText()
+            case .permissive: return permissiveText()
+            case .allowInterruptControl: return allowInterruptControlText()
+            case .irqHandlers: return irqHandlersText()
+            default: return nil
+            }
+        case .bus(let attribute):
+            return attribute == .driversAutoprobe ? Array("1\n".utf8) : nil
+        case .moduleParameter(let parameter):
+            switch parameter {
+            case .hide: return Array((hideParameter + "\n").utf8)
+            case .permissive: return Array((policy.globalPermissive ? "Y\n" : "N\n").utf8)
+            case .passthrough: return Array((passthroughBackend ? "1\n" : "0\n").utf8)
+            case .verboseRequest: return Array("0\n".utf8)
+            }
+        case .control(let control):
+            switch control {
+            case .profile: return Array((policy.profile.rawValue + "\n").utf8)
+            case .log:
+                var text = log.lines.joined(separator: "\n")
+                if !text.isEmpty { text += "\n" }
+                return Array(text.utf8)
+            case .attach, .detach: return nil
+            }
+        case .pciOperation:
+            return nil
+        }
+    }
+
+    mutating func store(_ kind: AttributeKind, input: [UInt8], caller: Caller) throws(Errno) {
+        switch kind {
+        case .device(let address, let attribute):
+            try store(attribute, of: address, input: input, caller: caller)
+        case .frontendDevice:
+            throw .ioError
+        case .driver(let driver, let attribute):
+            switch attribute {
+            case .bind: try bind(driver: driver, input: input)
+            case .unbind: try unbind(driver: driver, input: input)
+            case .newID: try newID(driver: driver, input: input)
+            case .removeID: try removeID(driver: driver, input: input)
+            case .uevent: try Dom0.checkUeventAction(input)
+            case .newSlot: try newSlot(input: input)
+            case .removeSlot: try removeSlot(input: input)
+            case .quirks: try addQuirk(input: input)
+            case .permissive: try setPermissive(input: input)
+            case .allowInterruptControl: try setAllowInterruptControl(input: input)
+            case .irqHandlerState: try toggleIRQHandlerState(input: input)
+            case .slots, .irqHandlers: throw .ioError
+            }
+        case .bus(let attribute):
+            switch attribute {
+            case .driversProbe: try driversProbe(input: input)
+            case .driversAutoprobe: _ = try KernelNumbers.unsignedLong(input)
+            case .rescan: if try KernelNumbers.unsignedLong(input) != 0 { rescan() }
+            case .uevent: try Dom0.checkUeventAction(input)
+            }
+        case .moduleParameter(let parameter):
+            guard parameter == .permissive else { throw .permissionDenied }
+            policy.globalPermissive = try Dom0.parseBool(input)
+        case .control(let control):
+            let (domain, address) = try Dom0.parseControl(input)
+            switch control {
+            case .attach: _ = try attach(domain: domain, address: address)
+            case .detach: try detach(domain: domain, address: address)
+            case .profile, .log: throw .ioError
+            }
+        case .pciOperation:
+            throw .ioError
+        }
+    }
+
+    /// `param_set_bool`: 1/0, y/n, Y/N, on/off (a trailing newline allowed).
+    static func parseBool(_ input: [UInt8]) throws(Errno) -> Bool {
+        var text = PcibackGrammar.cString(input)
+        if text.last == UInt8(ascii: "\n") { text.removeLast() }
+        switch String(decoding: text, as: UTF8.self) {
+        case "1", "y", "Y", "on", "ON", "On": return true
+        case "0", "n", "N", "off", "OFF", "Off": return false
+        default:
+            // kstrtobool looks at the first character (and the second for o/O).
+            guard let first = text.first else { throw .invalidArgument }
+            switch first {
+            case UInt8(ascii: "1"), UInt8(ascii: "y"), UInt8(ascii: "Y"): return true
+            case UInt8(ascii: "0"), UInt8(ascii: "n"), UInt8(ascii: "N"): return false
+            default: throw .invalidArgument
+            }
+        }
+    }
+
+    /// `attach` / `detach` input: "DOMID DDDD:BB:SS.F" (decimal domain id, kernel device name).
+    static func parseControl(_ input: [UInt8]) throws(Errno) -> (UInt32, PCIAddress) {
+        let text = String(decoding: PcibackGrammar.cString(input), as: UTF8.self)
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+        guard words.count == 2, let domain = UInt32(words[0]), domain > 0, domain < 0x7ff0,
+              let address = PCIAddress(kernelName: words[1])
+        else { throw .invalidArgument }
+        return (domain, address)
+    }
+
+    // MARK: - pci_op
+
+    /// One op per line: `conf_read BDF OFFSET SIZE`, `conf_write BDF OFFSET SIZE VALUE`,
+    /// `enable_msi BDF`, `disable_msi BDF`, `enable_msix BDF ENTRY[,ENTRY...]`, `disable_msix BDF`,
+    /// or `op NUMBER BDF` for any raw command. BDF is the frontend's (`[DDDD:]BB:SS.F`); numbers
+    /// are C-style (0x for hex). The result line: `err E value 0xVVVVVVVV[ vectors E:P,...]`.
+    mutating func performOperationLine(_ input: [UInt8], frontend domain: UInt32) throws(Errno) -> String {
+        guard frontends[domain] != nil else { throw .noSuchDevice }
+        let text = String(decoding: PcibackGrammar.cString(input), as: UTF8.self)
+        var words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init)
+        guard !words.isEmpty else { throw .invalidArgument }
+        var command: Int32
+        let name = words.removeFirst()
+        switch name {
+        case "conf_read": command = 0
+        case "conf_write": command = 1
+        case "enable_msi": command = 2
+        case "disable_msi": command = 3
+        case "enable_msix": command = 4
+        case "disable_msix": command = 5
+        case "op":
+            guard !words.isEmpty, let number = Int32(words.removeFirst()) else { throw .invalidArgument }
+            command = number
+        default: throw .invalidArgument
+        }
+        guard !words.isEmpty, let location = Dom0.parseFrontendAddress(words.removeFirst()) else { throw .invalidArgument }
+        var op = PCIOperation(command: command, domain: location.domain, bus: location.bus, devfn: location.devfn)
+        func number(_ word: String) throws(Errno) -> UInt64 {
+            try KernelNumbers.unsignedLong(Array(word.utf8))
+        }
+        switch name {
+        case "conf_read":
+            guard words.count == 2 else { throw .invalidArgument }
+            op.offset = Int32(truncatingIfNeeded: try number(words[0]))
+            op.size = Int32(truncatingIfNeeded: try number(words[1]))
+        case "conf_write":
+            guard words.count == 3 else { throw .invalidArgument }
+            op.offset = Int32(truncatingIfNeeded: try number(words[0]))
+            op.size = Int32(truncatingIfNeeded: try number(words[1]))
+            op.value = UInt32(truncatingIfNeeded: try number(words[2]))
+        case "enable_msix":
+            guard words.count == 1 else { throw .invalidArgument }
+            var entries: [PCIOperation.MSIXEntry] = []
+            for word in words[0].split(separator: ",") {
+                entries.append(PCIOperation.MSIXEntry(entry: UInt16(truncatingIfNeeded: try number(String(word))), vector: 0))
+            }
+            op.value = UInt32(entries.count)
+            op.entries = entries
+        default:
+            guard words.isEmpty else { throw .invalidArgument }
+        }
+        let result = perform(op, frontend: domain)
+        var line = "err \(result.error) value 0x" + hex(result.value, width: 8)
+        if command == 4, result.error == 0 {
+            line += " vectors " + result.entries.prefix(Int(op.value)).map { "\($0.entry):\($0.vector)" }.joined(separator: ",")
+        }
+        return line + "\n"
+    }
+
+    /// A frontend's device address: `BB:SS.F` or `DDDD:BB:SS.F` (hex) -> domain, bus, devfn.
+    static func parseFrontendAddress(_ word: String) -> (domain: UInt32, bus: UInt32, devfn: UInt32)? {
+        let parts = word.split(separator: ":")
+        guard parts.count == 2 || parts.count == 3 else { return nil }
+        let domain = parts.count == 3 ? UInt32(parts[0], radix: 16) : 0
+        let busText = parts[parts.count - 2]
+        let slotFunction = parts[parts.count - 1].split(separator: ".")
+        guard let domain, let bus = UInt32(busText, radix: 16), bus <= 0xff, slotFunction.count == 2,
+              let slot = UInt32(slotFunction[0], radix: 16), slot < 32, let function = UInt32(slotFunction[1], radix: 16),
+              function < 8
+        else { return nil }
+        return (domain, bus, slot << 3 | function)
+    }
+}

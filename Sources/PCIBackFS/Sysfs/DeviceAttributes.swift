@@ -1,0 +1,180 @@
+/// Rendering and storing the per-device files (`drivers/pci/pci-sysfs.c` formats).
+extension Dom0 {
+    func show(_ attribute: DeviceAttribute, of address: PCIAddress) -> [UInt8]? {
+        guard let device = machine[address] else { return nil }
+        let identity = device.identity
+        let text: String
+        switch attribute {
+        case .vendor: text = "0x" + hex(identity.vendor, width: 4)
+        case .device: text = "0x" + hex(identity.device, width: 4)
+        case .subsystemVendor: text = "0x" + hex(identity.subsystemVendor, width: 4)
+        case .subsystemDevice: text = "0x" + hex(identity.subsystemDevice, width: 4)
+        case .class: text = "0x" + hex(identity.classCode, width: 6)
+        case .revision: text = "0x" + hex(identity.revision, width: 2)
+        case .irq: text = String(device.kernelMSIEnabled && device.msiIRQ != 0 ? device.msiIRQ : device.irq)
+        case .resource: return Array(resourceText(device).utf8)
+        case .enable: text = String(device.enableCount)
+        case .driverOverride: text = driverOverride(address) ?? "(null)"
+        case .modalias: text = modalias(identity)
+        case .numaNode: text = "-1"
+        case .localCPUs: text = String(cpuMask, radix: 16)
+        case .localCPUList: text = cpuCount > 1 ? "0-\(cpuCount - 1)" : "0"
+        case .msiBus: text = "1"
+        case .powerState: text = ["D0", "D1", "D2", "D3hot"][Int(device.powerState)]
+        case .dmaMaskBits, .consistentDMAMaskBits: text = device.isBridge ? "32" : "64"
+        case .brokenParityStatus: text = "0"
+        case .d3coldAllowed: text = "1"
+        case .ariEnabled: text = "0"
+        case .uevent: text = uevent(device)
+        case .remove, .rescan, .reset: return nil
+        case .currentLinkSpeed, .maxLinkSpeed:
+            let pcie = device.capabilities.pciExpress
+            let register = attribute == .currentLinkSpeed ? PCIeRegister.linkStatus : PCIeRegister.linkCapabilities
+            text = linkSpeedName(Int(device.config.read(pcie + register, width: 2) & 0xf))
+        case .currentLinkWidth, .maxLinkWidth:
+            let pcie = device.capabilities.pciExpress
+            let register = attribute == .currentLinkWidth ? PCIeRegister.linkStatus : PCIeRegister.linkCapabilities
+            text = String((device.config.read(pcie + register, width: 2) >> 4) & 0x3f)
+        case .secondaryBusNumber: text = String(device.config.read(PCIRegister.secondaryBus, width: 1))
+        case .subordinateBusNumber: text = String(device.config.read(PCIRegister.subordinateBus, width: 1))
+        }
+        return Array((text + "\n").utf8)
+    }
+
+    private var cpuCount: Int { max(1, SystemFacts.processorCount) }
+    private var cpuMask: UInt64 { cpuCount >= 64 ? UInt64.max : (UInt64(1) << UInt64(cpuCount)) - 1 }
+
+    private func linkSpeedName(_ code: Int) -> String {
+        switch code {
+        case 1: return "2.5 GT/s PCIe"
+        case 2: return "5.0 GT/s PCIe"
+        case 3: return "8.0 GT/s PCIe"
+        case 4: return "16.0 GT/s PCIe"
+        case 5: return "32.0 GT/s PCIe"
+        case 6: return "64.0 GT/s PCIe"
+        default: return "Unknown"
+        }
+    }
+
+    func modalias(_ identity: DeviceIdentity) -> String {
+        func upper(_ value: UInt32, _ width: Int) -> String { hex(value, width: width).uppercased() }
+        return "pci:v" + upper(UInt32(identity.vendor), 8) + "d" + upper(UInt32(identity.device), 8)
+            + "sv" + upper(UInt32(identity.subsystemVendor), 8) + "sd" + upper(UInt32(identity.subsystemDevice), 8)
+            + "bc" + upper(identity.classCode >> 16, 2) + "sc" + upper((identity.classCode >> 8) & 0xff, 2)
+            + "i" + upper(identity.classCode & 0xff, 2)
+    }
+
+    private func uevent(_ device: EmulatedDevice) -> String {
+        let identity = device.identity
+        var lines: [String] = []
+        if let driver = driverName(of: device.address) { lines.append("DRIVER=\(driver)") }
+        lines.append("PCI_CLASS=" + String(identity.classCode, radix: 16).uppercased())
+        lines.append("PCI_ID=" + hex(identity.vendor, width: 4).uppercased() + ":" + hex(identity.device, width: 4).uppercased())
+        lines.append("PCI_SUBSYS_ID=" + hex(identity.subsystemVendor, width: 4).uppercased() + ":"
+                     + hex(identity.subsystemDevice, width: 4).uppercased())
+        lines.append("PCI_SLOT_NAME=\(device.address)")
+        lines.append("MODALIAS=" + modalias(identity))
+        return lines.joined(separator: "\n")
+    }
+
+    /// `resource`: 13 lines (6 BARs, ROM, 6 IOV) for a function, 17 for a bridge (plus its
+    /// four windows), each `0x%016llx 0x%016llx 0x%016llx`.
+    func resourceText(_ device: EmulatedDevice) -> String {
+        func line(_ start: UInt64, _ end: UInt64, _ flags: UInt64) -> String {
+            "0x" + hex(start, width: 16) + " 0x" + hex(end, width: 16) + " 0x" + hex(flags, width: 16) + "\n"
+        }
+        var text = ""
+        for index in 0..<7 {
+            if let bar = device.bars[index], bar.address != 0 {
+                var flags = bar.kernelFlags
+                if index == 6, device.config.read(device.isBridge ? PCIRegister.romAddressBridge : PCIRegister.romAddress, width: 4) & 1 != 0 {
+                    flags |= 0x1
+                }
+                text += line(bar.address, bar.address + bar.size - 1, flags)
+            } else {
+                text += line(0, 0, 0)
+            }
+        }
+        for _ in 0..<6 { text += line(0, 0, 0) }
+        if device.isBridge {
+            let config = device.config
+            let ioBase = config.read(PCIRegister.ioBase, width: 1)
+            let ioLimit = config.read(PCIRegister.ioLimit, width: 1)
+            if ioBase & 0xf0 <= ioLimit & 0xf0 {
+                let start = UInt64(ioBase & 0xf0) << 8 | UInt64(config.read(PCIRegister.ioBaseUpper, width: 2)) << 16
+                let end = UInt64(ioLimit & 0xf0) << 8 | 0xfff | UInt64(config.read(PCIRegister.ioLimitUpper, width: 2)) << 16
+                text += line(start, end, 0x101)
+            } else {
+                text += line(0, 0, 0)
+            }
+            let memBase = UInt64(config.read(PCIRegister.memoryBase, width: 2) & 0xfff0) << 16
+            let memLimit = UInt64(config.read(PCIRegister.memoryLimit, width: 2) & 0xfff0) << 16 | 0xfffff
+            text += memBase <= memLimit ? line(memBase, memLimit, 0x200) : line(0, 0, 0)
+            let prefBase = UInt64(config.read(PCIRegister.prefetchBase, width: 2) & 0xfff0) << 16
+                | UInt64(config.read(PCIRegister.prefetchBaseUpper, width: 4)) << 32
+            let prefLimit = (UInt64(config.read(PCIRegister.prefetchLimit, width: 2) & 0xfff0) << 16 | 0xfffff)
+                | UInt64(config.read(PCIRegister.prefetchLimitUpper, width: 4)) << 32
+            text += prefBase <= prefLimit ? line(prefBase, prefLimit, 0x102201) : line(0, 0, 0)
+            text += line(0, 0, 0)
+        }
+        return text
+    }
+
+    // MARK: - Stores
+
+    mutating func store(_ attribute: DeviceAttribute, of address: PCIAddress, input: [UInt8], caller: Caller) throws(Errno) {
+        guard let device = machine[address] else { throw .noSuchDevice }
+        switch attribute {
+        case .enable:
+            guard caller.isPrivileged else { throw .operationNotPermitted }
+            let value = try KernelNumbers.unsignedLong(input)
+            if driverName(of: address) != nil { throw .resourceBusy }
+            if value != 0 {
+                try device.enableDevice()
+            } else if device.isEnabled {
+                device.disableDevice()
+            } else {
+                throw .ioError
+            }
+        case .driverOverride:
+            try setDriverOverride(address, input: input)
+        case .msiBus, .brokenParityStatus, .d3coldAllowed:
+            if attribute == .msiBus, !caller.isPrivileged { throw .operationNotPermitted }
+            _ = try KernelNumbers.unsignedLong(input)
+        case .numaNode:
+            guard caller.isPrivileged else { throw .operationNotPermitted }
+            let node = try KernelNumbers.signedInt(input)
+            guard node == -1 || node == 0 else { throw .invalidArgument }
+        case .uevent:
+            try Dom0.checkUeventAction(input)
+        case .reset:
+            guard try KernelNumbers.unsignedLong(input) == 1 else { throw .invalidArgument }
+            device.saveState()
+            try device.resetFunction()
+            device.restoreState()
+        case .remove:
+            if try KernelNumbers.unsignedLong(input) != 0 { removeDevice(address) }
+        case .rescan:
+            if try KernelNumbers.unsignedLong(input) != 0 { rescan() }
+        default:
+            throw .ioError
+        }
+    }
+
+    /// The uevent store accepts a known action name (optionally followed by a UUID and
+    /// variables, which are not modelled).
+    static func checkUeventAction(_ input: [UInt8]) throws(Errno) {
+        var text = PcibackGrammar.cString(input)
+        if text.last == UInt8(ascii: "\n") { text.removeLast() }
+        let action = String(decoding: text.prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self)
+        guard ["add", "remove", "change", "move", "online", "offline", "bind", "unbind"].contains(action) else {
+            throw .invalidArgument
+        }
+    }
+}
+
+import Foundation
+
+enum SystemFacts {
+    static let processorCount = ProcessInfo.processInfo.activeProcessorCount
+}

@@ -1,0 +1,250 @@
+/// The kernel's layout of `/sys` for PCI, computed from the dom0 state: which paths exist,
+/// what each is, what a directory lists, and the relative link targets the kernel uses.
+struct SysfsLayout {
+    let dom0: Dom0
+    let options: TreeOptions
+
+    private var pciback: String { PCIDriver.pcibackName }
+
+    // MARK: - Resolution
+
+    func node(at path: String) -> SysfsNode? {
+        if path.isEmpty { return .directory(static: true) }
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        switch parts[0] {
+        case "bus": return busNode(Array(parts.dropFirst()))
+        case "devices": return devicesNode(Array(parts.dropFirst()))
+        case "module": return moduleNode(Array(parts.dropFirst()))
+        case "fs": return fsNode(Array(parts.dropFirst()))
+        default: return nil
+        }
+    }
+
+    private func busNode(_ parts: [String]) -> SysfsNode? {
+        if parts.isEmpty { return .directory(static: true) }
+        guard parts[0] == "pci" else { return nil }
+        if parts.count == 1 { return .directory(static: true) }
+        switch parts[1] {
+        case "devices":
+            if parts.count == 2 { return .directory(static: false) }
+            guard parts.count == 3, let address = PCIAddress(kernelName: parts[2]), dom0.machine[address] != nil else { return nil }
+            return .link("../../../" + dom0.machine.sysfsPath(of: address))
+        case "drivers":
+            if parts.count == 2 { return .directory(static: true) }
+            guard let driver = dom0.driver(named: parts[2]) else { return nil }
+            if parts.count == 3 { return .directory(static: false) }
+            guard parts.count == 4 else { return nil }
+            return driverEntry(driver.name, parts[3])
+        case "slots":
+            return parts.count == 2 ? .directory(static: true) : nil
+        default:
+            guard parts.count == 2, let attribute = BusAttribute(rawValue: parts[1]) else { return nil }
+            return .attribute(Attribute(kind: .bus(attribute), mode: attribute.mode))
+        }
+    }
+
+    private func driverEntry(_ driver: String, _ name: String) -> SysfsNode? {
+        if name == "module" { return .link("../../../../module/" + moduleName(of: driver)) }
+        if let address = PCIAddress(kernelName: name) {
+            guard dom0.driverName(of: address) == driver else { return nil }
+            return .link("../../../../" + dom0.machine.sysfsPath(of: address))
+        }
+        guard let attribute = DriverAttribute(rawValue: name), driverAttributes(driver).contains(attribute) else { return nil }
+        return .attribute(Attribute(kind: .driver(driver, attribute), mode: attribute.mode(legacy: options.legacyModes)))
+    }
+
+    func driverAttributes(_ driver: String) -> [DriverAttribute] {
+        guard driver == pciback else { return DriverAttribute.generic }
+        var own = DriverAttribute.pcibackOwn
+        if !dom0.policy.profile.hasInterruptControl { own.removeAll { $0 == .allowInterruptControl } }
+        return own + DriverAttribute.generic
+    }
+
+    func moduleName(of driver: String) -> String {
+        driver == pciback ? "xen_pciback" : driver
+    }
+
+    private func devicesNode(_ parts: [String]) -> SysfsNode? {
+        if parts.isEmpty { return .directory(static: true) }
+        guard let members = dom0.machine.rootBuses[parts[0]] else { return nil }
+        if parts.count == 1 { return .directory(static: false) }
+        // Walk the chain of device directories.
+        var candidates = members
+        var current: PCIAddress?
+        var index = 1
+        while index < parts.count, let address = PCIAddress(kernelName: parts[index]), candidates.contains(address) {
+            current = address
+            candidates = dom0.machine.children(of: address)
+            index += 1
+        }
+        guard let device = current else { return nil }
+        if index == parts.count { return .directory(static: false) }
+        guard index == parts.count - 1 else { return nil }
+        return deviceEntry(device, parts[index])
+    }
+
+    /// Levels from a device directory back to the root of the tree.
+    private func ups(_ address: PCIAddress) -> String {
+        String(repeating: "../", count: 3 + dom0.machine.upstreamBridges(of: address).count)
+    }
+
+    private func deviceEntry(_ address: PCIAddress, _ name: String) -> SysfsNode? {
+        switch name {
+        case "config": return .config(address, frontend: nil)
+        case "driver":
+            guard let driver = dom0.driverName(of: address) else { return nil }
+            return .link(ups(address) + "bus/pci/drivers/" + driver)
+        case "subsystem": return .link(ups(address) + "bus/pci")
+        default:
+            guard let attribute = DeviceAttribute(rawValue: name), deviceAttributes(address).contains(attribute) else { return nil }
+            return .attribute(Attribute(kind: .device(address, attribute), mode: attribute.mode))
+        }
+    }
+
+    func deviceAttributes(_ address: PCIAddress) -> [DeviceAttribute] {
+        guard let device = dom0.machine[address] else { return [] }
+        return DeviceAttribute.allCases.filter { attribute in
+            switch attribute {
+            case .reset: return device.hasResetMethod(behindBridge: dom0.machine.parentBridge(of: address) != nil)
+            case .currentLinkSpeed, .currentLinkWidth, .maxLinkSpeed, .maxLinkWidth: return device.isPCIExpress
+            case .secondaryBusNumber, .subordinateBusNumber: return device.isBridge
+            default: return true
+            }
+        }
+    }
+
+    private func moduleNode(_ parts: [String]) -> SysfsNode? {
+        if parts.isEmpty { return .directory(static: true) }
+        guard moduleNames().contains(parts[0]) else { return nil }
+        if parts.count == 1 { return .directory(static: true) }
+        guard parts[0] == "xen_pciback", parts[1] == "parameters" else { return nil }
+        if parts.count == 2 { return .directory(static: true) }
+        guard parts.count == 3, let parameter = ModuleParameter(rawValue: parts[2]) else { return nil }
+        return .attribute(Attribute(kind: .moduleParameter(parameter), mode: parameter.mode))
+    }
+
+    func moduleNames() -> [String] {
+        // `pciback` too, for driverctl's `[ -d /sys/module/$drv ]` check.
+        var names = ["xen_pciback", pciback]
+        for driver in dom0.drivers where driver.name != pciback && !names.contains(driver.name) { names.append(driver.name) }
+        return names.sorted()
+    }
+
+    private func fsNode(_ parts: [String]) -> SysfsNode? {
+        if parts.isEmpty { return .directory(static: true) }
+        guard parts[0] == "pcibackfs" else { return nil }
+        if parts.count == 1 { return .directory(static: true) }
+        if let control = ControlFile(rawValue: parts[1]), parts.count == 2 {
+            return .attribute(Attribute(kind: .control(control), mode: control.mode))
+        }
+        guard parts[1] == "frontends" else { return nil }
+        if parts.count == 2 { return .directory(static: false) }
+        guard let domain = UInt32(parts[2]), let frontend = dom0.frontends[domain], String(domain) == parts[2] else { return nil }
+        let rest = Array(parts.dropFirst(3))
+        if rest.isEmpty { return .directory(static: false) }
+        if rest == ["pci_op"] { return .attribute(Attribute(kind: .pciOperation(domain: domain), mode: 0o600)) }
+        let prefix = ["bus", "pci", "devices"]
+        guard rest.count <= 5, Array(rest.prefix(min(rest.count, 3))) == Array(prefix.prefix(min(rest.count, 3))) else {
+            return nil
+        }
+        if rest.count <= 3 { return .directory(static: false) }
+        guard let virtual = PCIAddress(kernelName: rest[3]),
+              let export = frontend.exports.first(where: { $0.virtual == virtual })
+        else { return nil }
+        if rest.count == 4 { return .directory(static: false) }
+        if rest[4] == "config" { return .config(export.host, frontend: domain) }
+        guard let attribute = DeviceAttribute(rawValue: rest[4]), DeviceAttribute.frontendSet.contains(attribute) else { return nil }
+        return .attribute(Attribute(kind: .frontendDevice(domain: domain, host: export.host, attribute), mode: 0o444))
+    }
+
+    // MARK: - Listings
+
+    func listing(of path: String) -> [(String, SysfsNode)]? {
+        guard case .directory = node(at: path) else { return nil }
+        return names(in: path).compactMap { name in node(at: joinPath(path, name)).map { (name, $0) } }
+    }
+
+    private func names(in path: String) -> [String] {
+        let parts = path.split(separator: "/").map(String.init)
+        switch parts.first {
+        case nil: return ["bus", "devices", "fs", "module"]
+        case "bus":
+            if parts.count == 1 { return ["pci"] }
+            if parts.count == 2 { return ["devices", "drivers", "slots"] + BusAttribute.allCases.map(\.rawValue) }
+            if parts[2] == "devices" { return dom0.machine.order.map(\.description) }
+            if parts[2] == "drivers" {
+                if parts.count == 3 { return dom0.drivers.map(\.name).sorted() }
+                let driver = parts[3]
+                return driverAttributes(driver).map(\.rawValue) + ["module"] + dom0.boundDevices(of: driver).map(\.description)
+            }
+            return []
+        case "devices":
+            if parts.count == 1 { return dom0.machine.rootBuses.keys.sorted() }
+            if parts.count == 2 { return (dom0.machine.rootBuses[parts[1]] ?? []).map(\.description) }
+            guard let address = PCIAddress(kernelName: parts[parts.count - 1]) else { return [] }
+            var names = ["config", "subsystem"] + deviceAttributes(address).map(\.rawValue)
+            if dom0.driverName(of: address) != nil { names.append("driver") }
+            names += dom0.machine.children(of: address).map(\.description)
+            return names
+        case "module":
+            if parts.count == 1 { return moduleNames() }
+            if parts.count == 2 { return parts[1] == "xen_pciback" ? ["parameters"] : [] }
+            return ModuleParameter.allCases.map(\.rawValue)
+        case "fs":
+            if parts.count == 1 { return ["pcibackfs"] }
+            if parts.count == 2 { return ControlFile.allCases.map(\.rawValue) + ["frontends"] }
+            if parts.count == 3 { return dom0.frontends.keys.sorted().map { String($0) } }
+            if parts.count == 4 { return ["bus", "pci_op"] }
+            if parts.count == 5 { return ["pci"] }
+            if parts.count == 6 { return ["devices"] }
+            guard let domain = UInt32(parts[3]), let frontend = dom0.frontends[domain] else { return [] }
+            if parts.count == 7 { return frontend.exports.map(\.virtual.description).sorted() }
+            return ["config"] + DeviceAttribute.frontendSet.map(\.rawValue)
+        default:
+            return []
+        }
+    }
+
+    // MARK: - Entries that come and go
+
+    /// Every (directory, name) whose existence or target depends on bindings, exports or
+    /// removals, with its link target (or "" for a directory). Comparing two of these tells
+    /// which kernel dentries to invalidate after a store.
+    func dynamicEntries() -> [String: String] {
+        var entries: [String: String] = [:]
+        for address in dom0.machine.order {
+            let name = address.description
+            let path = dom0.machine.sysfsPath(of: address)
+            entries["bus/pci/devices\u{0}" + name] = path
+            let parent = String(path[..<path.lastIndex(of: "/")!])
+            entries[parent + "\u{0}" + name] = ""
+            if let driver = dom0.driverName(of: address) {
+                entries[path + "\u{0}driver"] = driver
+                entries["bus/pci/drivers/" + driver + "\u{0}" + name] = path
+            }
+        }
+        for (domain, frontend) in dom0.frontends {
+            entries["fs/pcibackfs/frontends\u{0}" + String(domain)] = ""
+            for export in frontend.exports {
+                entries["fs/pcibackfs/frontends/\(domain)/bus/pci/devices\u{0}" + export.virtual.description] = export.host.description
+            }
+        }
+        return entries
+    }
+}
+
+struct TreeOptions: Sendable, Equatable {
+    /// Attribute modes of kernels before ~4.14 (0400/0600).
+    var legacyModes = false
+}
+
+extension EmulatedDevice {
+    /// Whether the kernel would offer a `reset` file: FLR, AF FLR, a PM reset (D3hot without
+    /// No_Soft_Reset) or a secondary bus reset from the parent bridge.
+    func hasResetMethod(behindBridge: Bool) -> Bool {
+        if hasFunctionReset { return true }
+        let pm = capabilities.powerManagement
+        if pm != 0, UInt16(config.read(pm + PMRegister.controlStatus, width: 2)) & PMRegister.noSoftReset == 0 { return true }
+        return behindBridge
+    }
+}

@@ -1,0 +1,309 @@
+import Synchronization
+
+/// The mounted tree: the dom0 state behind one lock, served through `FileSystemModel`.
+///
+/// Text attributes render at offset 0 into a snapshot kept per open handle (later offsets read
+/// from it, so `cat` and `read(fd, 1)` loops see one consistent value); stores act in `write`
+/// and report errors there; `config` files split accesses as `pci-sysfs.c` does.
+public final class SysfsTree: FileSystemModel {
+    struct State {
+        var dom0: Dom0
+        var inodes = InodeTable()
+        let options: TreeOptions
+        /// The last pci_op result per frontend, for readers that did not write the op themselves.
+        var lastOperationResult: [UInt32: String] = [:]
+        var layout: SysfsLayout { SysfsLayout(dom0: dom0, options: options) }
+    }
+
+    private let state: Mutex<State>
+
+    public init(dom0: sending Dom0, legacyModes: Bool = false) {
+        state = Mutex(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
+    }
+
+    /// Runs `body` on the dom0 state under the lock (for tests, tools and the daemon's setup).
+    public func withDom0<T: Sendable>(_ body: (inout Dom0) throws -> T) rethrows -> T {
+        try state.withLock { try body(&$0.dom0) }
+    }
+
+    // MARK: - Nodes and attributes
+
+    private static let staticCache = 3600.0
+
+    private static func stat(_ node: SysfsNode, inode: Inode, dom0: Dom0) -> NodeStat {
+        switch node {
+        case .directory(let isStatic):
+            return NodeStat(inode: inode, kind: .directory, mode: 0o755, size: 0, linkCount: 2,
+                            cacheSeconds: isStatic ? staticCache : 0)
+        case .link(let target):
+            return NodeStat(inode: inode, kind: .symlink, mode: 0o777, size: target.utf8.count, cacheSeconds: 0)
+        case .attribute(let attribute):
+            return NodeStat(inode: inode, kind: .regularFile, mode: attribute.mode, size: 4096, cacheSeconds: 0)
+        case .config(let address, _):
+            return NodeStat(inode: inode, kind: .regularFile, mode: 0o644, size: dom0.device(address)?.configSize ?? 256,
+                            cacheSeconds: 0)
+        }
+    }
+
+    public func lookup(parent: Inode, name: String) throws(Errno) -> NodeStat {
+        try state.withLock { state throws(Errno) -> NodeStat in
+            guard let parentPath = state.inodes.path(of: parent) else { throw .noSuchFileOrDirectory }
+            let path = joinPath(parentPath, name)
+            guard let node = state.layout.node(at: path) else { throw .noSuchFileOrDirectory }
+            return SysfsTree.stat(node, inode: state.inodes.inode(for: path), dom0: state.dom0)
+        }
+    }
+
+    public func getattr(_ inode: Inode) throws(Errno) -> NodeStat {
+        try state.withLock { state throws(Errno) -> NodeStat in
+            guard let path = state.inodes.path(of: inode), let node = state.layout.node(at: path) else {
+                throw .noSuchFileOrDirectory
+            }
+            return SysfsTree.stat(node, inode: inode, dom0: state.dom0)
+        }
+    }
+
+    public func readlink(_ inode: Inode) throws(Errno) -> String {
+        try state.withLock { state throws(Errno) -> String in
+            guard let path = state.inodes.path(of: inode), let node = state.layout.node(at: path) else {
+                throw .noSuchFileOrDirectory
+            }
+            guard case .link(let target) = node else { throw .invalidArgument }
+            return target
+        }
+    }
+
+    public func readdir(_ inode: Inode) throws(Errno) -> [DirectoryEntry] {
+        try state.withLock { state throws(Errno) -> [DirectoryEntry] in
+            guard let path = state.inodes.path(of: inode) else { throw .noSuchFileOrDirectory }
+            guard let listing = state.layout.listing(of: path) else {
+                throw state.layout.node(at: path) == nil ? .noSuchFileOrDirectory : .notDirectory
+            }
+            return listing.map { name, node in
+                let kind: NodeKind
+                switch node {
+                case .directory: kind = .directory
+                case .link: kind = .symlink
+                case .attribute, .config: kind = .regularFile
+                }
+                return DirectoryEntry(name: name, inode: state.inodes.inode(for: joinPath(path, name)), kind: kind)
+            }
+        }
+    }
+
+    public func truncate(_ inode: Inode, caller: Caller) throws(Errno) -> NodeStat {
+        let stat = try getattr(inode)
+        guard stat.kind == .regularFile else { throw .isDirectory }
+        return stat
+    }
+
+    // MARK: - Open files
+
+    final class Handle: OpenFile {
+        let node: SysfsNode
+        let caller: Caller
+        let canRead: Bool
+        let canWrite: Bool
+        /// The rendered text of an attribute, taken at offset 0.
+        let snapshot = Mutex<[UInt8]?>(nil)
+        /// pci_op results of ops written through this handle.
+        let results = Mutex<[String]>([])
+
+        init(node: SysfsNode, caller: Caller, canRead: Bool, canWrite: Bool) {
+            self.node = node
+            self.caller = caller
+            self.canRead = canRead
+            self.canWrite = canWrite
+        }
+    }
+
+    public func open(_ inode: Inode, flags: Int32, caller: Caller) throws(Errno) -> any OpenFile {
+        let node = try state.withLock { state throws(Errno) -> SysfsNode in
+            guard let path = state.inodes.path(of: inode), let node = state.layout.node(at: path) else {
+                throw .noSuchFileOrDirectory
+            }
+            return node
+        }
+        let access = flags & 0o3
+        let wantsRead = access == 0 || access == 2
+        let wantsWrite = access == 1 || access == 2
+        switch node {
+        case .directory:
+            if wantsWrite { throw .isDirectory }
+        case .link:
+            throw .invalidArgument
+        case .attribute(let attribute):
+            // kernfs checks the mode even for root.
+            if wantsRead && !attribute.isReadable { throw .permissionDenied }
+            if wantsWrite && !attribute.isWritable { throw .permissionDenied }
+        case .config:
+            break
+        }
+        return Handle(node: node, caller: caller, canRead: wantsRead, canWrite: wantsWrite)
+    }
+
+    public func release(_ file: any OpenFile) {}
+
+    public func read(_ file: any OpenFile, offset: Int, size: Int) throws(Errno) -> [UInt8] {
+        guard let handle = file as? Handle else { throw .badFileDescriptor }
+        switch handle.node {
+        case .config(let address, let frontend):
+            return try readConfig(address, frontend: frontend, caller: handle.caller, offset: offset, size: size)
+        case .attribute(let attribute):
+            let text: [UInt8]
+            if offset == 0 {
+                text = try render(attribute, handle: handle)
+                handle.snapshot.withLock { $0 = text }
+            } else if let snapshot = handle.snapshot.withLock({ $0 }) {
+                text = snapshot
+            } else {
+                text = try render(attribute, handle: handle)
+                handle.snapshot.withLock { $0 = text }
+            }
+            guard offset < text.count else { return [] }
+            return Array(text[offset..<min(text.count, offset + size)])
+        case .directory:
+            throw .isDirectory
+        case .link:
+            throw .invalidArgument
+        }
+    }
+
+    public func write(_ file: any OpenFile, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> WriteOutcome {
+        guard let handle = file as? Handle else { throw .badFileDescriptor }
+        switch handle.node {
+        case .config(let address, let frontend):
+            let count = try writeConfig(address, frontend: frontend, offset: offset, data: data)
+            return WriteOutcome(count: count)
+        case .attribute(let attribute):
+            if data.isEmpty { return WriteOutcome(count: 0) }
+            // kernfs hands the store at most one page, whatever the file position.
+            let input = StoreInput.clip(Array(data))
+            let invalidations = try store(attribute, input: input, handle: handle)
+            return WriteOutcome(count: input.count, invalidations: invalidations)
+        case .directory:
+            throw .isDirectory
+        case .link:
+            throw .invalidArgument
+        }
+    }
+
+    // MARK: - config
+
+    /// The naturally aligned accesses `pci-sysfs.c` makes of a range: a leading byte, a leading
+    /// word, dwords, a trailing word and byte.
+    static func splitAccesses(offset: Int, count: Int) -> [(offset: Int, width: Int)] {
+        var accesses: [(Int, Int)] = []
+        var position = offset
+        var remaining = count
+        if position & 1 != 0 && remaining > 0 {
+            accesses.append((position, 1)); position += 1; remaining -= 1
+        }
+        if position & 3 != 0 && remaining > 2 {
+            accesses.append((position, 2)); position += 2; remaining -= 2
+        }
+        while remaining > 3 {
+            accesses.append((position, 4)); position += 4; remaining -= 4
+        }
+        if remaining >= 2 {
+            accesses.append((position, 2)); position += 2; remaining -= 2
+        }
+        if remaining > 0 { accesses.append((position, 1)) }
+        return accesses
+    }
+
+    private func readConfig(_ address: PCIAddress, frontend: UInt32?, caller: Caller, offset: Int, size: Int) throws(Errno) -> [UInt8] {
+        try state.withLock { state throws(Errno) -> [UInt8] in
+            guard let device = state.dom0.device(address) else { throw .noSuchDevice }
+            let limit = caller.isPrivileged ? device.configSize : (device.identity.layout == .cardbus ? 128 : 64)
+            guard offset < limit, size > 0 else { return [] }
+            let count = min(size, limit - offset)
+            var bytes = [UInt8](repeating: 0, count: count)
+            for access in SysfsTree.splitAccesses(offset: offset, count: count) {
+                var value: UInt32
+                if frontend != nil {
+                    let verdict = state.dom0.guestRead(address, offset: access.offset, size: access.width)
+                    // pcifront turns an error into all-ones; the guest's core truncates to the width.
+                    value = verdict.error == 0 ? verdict.value : 0xffff_ffff
+                } else {
+                    value = state.dom0.hostRead(address, offset: access.offset, width: access.width)
+                }
+                for index in 0..<access.width {
+                    bytes[access.offset - offset + index] = UInt8(truncatingIfNeeded: value)
+                    value >>= 8
+                }
+            }
+            return bytes
+        }
+    }
+
+    private func writeConfig(_ address: PCIAddress, frontend: UInt32?, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> Int {
+        try state.withLock { state throws(Errno) -> Int in
+            guard let device = state.dom0.device(address) else { throw .noSuchDevice }
+            let limit = device.configSize
+            guard offset < limit, !data.isEmpty else { return 0 }
+            let count = min(data.count, limit - offset)
+            for access in SysfsTree.splitAccesses(offset: offset, count: count) {
+                var value: UInt32 = 0
+                for index in stride(from: access.width - 1, through: 0, by: -1) {
+                    value = value << 8 | UInt32(data[access.offset - offset + index])
+                }
+                // Errors of the individual accesses are ignored: the write returns the count.
+                if frontend != nil {
+                    _ = state.dom0.guestWrite(address, offset: access.offset, size: access.width, value: value)
+                } else {
+                    state.dom0.hostWrite(address, offset: access.offset, width: access.width, value: value)
+                }
+            }
+            return count
+        }
+    }
+
+    // MARK: - Text attributes
+
+    private func render(_ attribute: Attribute, handle: Handle) throws(Errno) -> [UInt8] {
+        if case .pciOperation(let domain) = attribute.kind {
+            let own = handle.results.withLock { $0 }
+            if !own.isEmpty { return Array(own.joined().utf8) }
+            return try state.withLock { state throws(Errno) -> [UInt8] in
+                guard state.dom0.frontends[domain] != nil else { throw .noSuchDevice }
+                return Array((state.lastOperationResult[domain] ?? "").utf8)
+            }
+        }
+        return try state.withLock { state throws(Errno) -> [UInt8] in
+            guard let text = state.dom0.show(attribute.kind, legacy: state.options.legacyModes) else { throw .ioError }
+            return text
+        }
+    }
+
+    private func store(_ attribute: Attribute, input: [UInt8], handle: Handle) throws(Errno) -> [CacheInvalidation] {
+        try state.withLock { state throws(Errno) -> [CacheInvalidation] in
+            let before = state.dom0.topologyGeneration
+            let entriesBefore = attribute.kind.mayChangeTopology ? state.layout.dynamicEntries() : [:]
+            if case .pciOperation(let domain) = attribute.kind {
+                let line = try state.dom0.performOperationLine(input, frontend: domain)
+                state.lastOperationResult[domain] = line
+                handle.results.withLock { $0.append(line) }
+            } else {
+                try state.dom0.store(attribute.kind, input: input, caller: handle.caller)
+            }
+            guard attribute.kind.mayChangeTopology, state.dom0.topologyGeneration != before else { return [] }
+            return SysfsTree.invalidations(from: entriesBefore, to: state.layout.dynamicEntries(), inodes: state.inodes)
+        }
+    }
+
+    /// Dentries the kernel must drop: entries that appeared, vanished or changed target.
+    private static func invalidations(from before: [String: String], to after: [String: String], inodes: InodeTable)
+        -> [CacheInvalidation]
+    {
+        var result: [CacheInvalidation] = []
+        for key in Set(before.keys).union(after.keys) where before[key] != after[key] {
+            let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let parent = inodes.existingInode(for: parts[0]) else { continue }
+            result.append(.entry(parent: parent, name: parts[1]))
+            if let inode = inodes.existingInode(for: joinPath(parts[0], parts[1])) { result.append(.inode(inode)) }
+        }
+        return result
+    }
+}
+

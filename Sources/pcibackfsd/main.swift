@@ -1,0 +1,115 @@
+import ArgumentParser
+import Foundation
+import PCIBackFS
+
+/// pcibackfsd: mounts an imitation of a Xen dom0's PCI sysfs over FUSE.
+struct PCIBackFSDaemon: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pcibackfsd",
+        abstract: "Mount an emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
+        discussion: """
+            The mount point mirrors /sys: use it in place with
+              lspci -A linux-sysfs -O sysfs.path=MOUNTPOINT/bus/pci
+            or bind-mount it over /sys in a private mount namespace.
+            Frontends (stub domains, PV guests) are under MOUNTPOINT/fs/pcibackfs/.
+            """,
+        version: PCIBackFSVersion.string)
+
+    @Argument(help: "An existing, empty directory to mount on.")
+    var mountPoint: String
+
+    @Option(name: .long, help: "The kernel whose pciback to imitate: \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var profile: String = KernelProfile.current.rawValue
+
+    @Option(name: .long, help: "A JSON machine file (see README) instead of the built-in machine.")
+    var machine: String?
+
+    @Option(name: .long, parsing: .singleValue,
+            help: "Add the functions of an `lspci -vvv -xxx`/`-xxxx` dump (repeatable). With --no-builtin, only these.")
+    var lspciDump: [String] = []
+
+    @Flag(name: .long, help: "Start without the built-in machine (use with --lspci-dump).")
+    var noBuiltin = false
+
+    @Option(name: .long, help: "xen-pciback.hide: the boot-time seize list, e.g. \"(0000:03:00.0)(0000:03:00.1)\".")
+    var hide: String = ""
+
+    @Flag(name: .long, help: "xen-pciback.permissive=1: global permissive mode.")
+    var permissive = false
+
+    @Flag(name: .long, help: "xen-pciback.passthrough=1: the passthrough backend instead of vpci.")
+    var passthrough = false
+
+    @Flag(name: .long, help: "Attribute modes of kernels before 4.14 (0400/0600 instead of 0444/0644).")
+    var legacyModes = false
+
+    @Flag(name: .long, help: "Let users other than root use the mount (FUSE allow_other).")
+    var allowOther = false
+
+    @Option(name: .long, help: "Upper bound of FUSE worker threads.")
+    var maxThreads: Int = 8
+
+    @Flag(name: .long, help: "One /dev/fuse descriptor for all workers (no clone_fd).")
+    var noCloneFD = false
+
+    @Flag(name: .long, help: "Print libfuse's request trace on standard error.")
+    var debug = false
+
+    func validate() throws {
+        guard KernelProfile(rawValue: profile) != nil else {
+            throw ValidationError("unknown profile '\(profile)'; one of \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard maxThreads >= 1 && maxThreads <= 256 else { throw ValidationError("--max-threads must be 1...256") }
+        if noBuiltin && lspciDump.isEmpty && machine == nil {
+            throw ValidationError("--no-builtin needs --machine or at least one --lspci-dump")
+        }
+    }
+
+    func run() throws {
+        var devices: [EmulatedDevice] = []
+        if let machine {
+            do { devices = try MachineFile.load(path: machine) } catch { throw ValidationError(error.description) }
+        } else if !noBuiltin {
+            let builtin = BuiltinMachine.make()
+            devices = builtin.order.compactMap { builtin[$0] }
+        }
+        for path in lspciDump {
+            do {
+                devices += try DeviceImporter.importDump(path: path)
+            } catch {
+                throw ValidationError("\(path): \(error)")
+            }
+        }
+        var seen = Set<PCIAddress>()
+        for device in devices where !seen.insert(device.address).inserted {
+            throw ValidationError("two functions at \(device.address); use --no-builtin or a dump without clashes")
+        }
+        let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
+        let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
+        let dom0: Dom0
+        do {
+            dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
+        } catch {
+            throw ValidationError("xen-pciback failed to load: \(error) (hide=\"\(hide)\")")
+        }
+        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes)
+        let server = FUSEServer(model: tree, options: .init(
+            allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug))
+        do {
+            try server.mount(at: mountPoint)
+        } catch {
+            FileHandle.standardError.write(Data("pcibackfsd: cannot mount on \(mountPoint): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        defer { server.unmount() }
+        do {
+            try server.run(onReady: { ServiceNotification.ready() })
+        } catch {
+            FileHandle.standardError.write(Data("pcibackfsd: session ended: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        ServiceNotification.stopping()
+    }
+}
+
+PCIBackFSDaemon.main()
