@@ -64,7 +64,7 @@ public enum DeviceImporter {
     /// An emulated device from a captured function. `defaultIRQ` is used when the capture has
     /// no IRQ; `driver` when it names no driver. The label is the capture's name.
     public static func device(from captured: CapturedFunction, defaultIRQ: UInt32 = 0, driver: String? = nil) -> EmulatedDevice {
-        var layout = ImportedLayout(bytes: captured.config, address: captured.address)
+        var layout = ImportedLayout(bytes: captured.config)
         layout.openHeader()
         let bars = layout.openBARs(captured.bars)
         layout.openCapabilities(iovBARs: captured.iovBARs)
@@ -126,7 +126,6 @@ private struct ImportedLayout {
     private(set) var config: ConfigSpace
     /// Reset values of the changeable bits (0 unless a register says otherwise).
     private var resetValues: [UInt8]
-    private let address: PCIAddress
     private let headerType: UInt8
     private let standardCapabilities: [(UInt8, Int)]
     private let extendedCapabilities: [(UInt16, Int)]
@@ -134,11 +133,10 @@ private struct ImportedLayout {
     /// The PCI Express device/port type (Express Capabilities bits 7:4), nil if conventional.
     private let portType: UInt32?
 
-    init(bytes: [UInt8], address: PCIAddress) {
+    init(bytes: [UInt8]) {
         let config = ConfigSpace(bytes: bytes)
         self.config = config
         resetValues = Array(repeating: 0, count: bytes.count)
-        self.address = address
         headerType = bytes[PCIRegister.headerType] & 0x7f
         standardCapabilities = CapabilityScanner.standardCapabilities(config)
         extendedCapabilities = CapabilityScanner.extendedCapabilities(config)
@@ -159,6 +157,12 @@ private struct ImportedLayout {
         for index in 0..<width {
             resetValues[offset + index] = UInt8(truncatingIfNeeded: reset >> (8 * UInt32(index)))
         }
+    }
+
+    /// `define` for a register of a standard capability: only if it lies below 0x100.
+    private mutating func defineInStandard(_ offset: Int, width: Int, rw: UInt32 = 0, w1c: UInt32 = 0, reset: UInt32 = 0) {
+        guard offset + width <= 0x100 else { return }
+        define(offset, width: width, rw: rw, w1c: w1c, reset: reset)
     }
 
     /// The capture with every changeable bit at its reset value.
@@ -377,32 +381,34 @@ private struct ImportedLayout {
     }
 
     private mutating func openPCIExpress(_ cap: Int) {
+        // A version 1 capability may end after the registers its port type has (an endpoint's
+        // after Link Status), so each register is opened only if it lies below 0x100.
+        guard fitsStandard(cap, PCIeRegister.deviceStatus + 2) else { return }
         let flags = read(cap + PCIeRegister.flags, 2)
         let version = flags & 0xf
         let type = (flags >> 4) & 0xf
-        guard fitsStandard(cap, version >= 2 ? 0x3c : 0x24) else { return }
 
         let devcap = read(cap + PCIeRegister.deviceCapabilities, 4)
         var control: UInt32 = 0x7fff
         let isEndpoint = type == PortType.endpoint || type == PortType.legacyEndpoint || type == PortType.rootComplexIntegrated
         if isEndpoint, devcap & PCIeRegister.devCapFLR != 0 { control |= UInt32(PCIeRegister.devCtlInitiateFLR) }
         // Reset: 512-byte read requests, relaxed ordering and no snoop enabled.
-        define(cap + PCIeRegister.deviceControl, width: 2, rw: control, reset: 0x2810)
-        define(cap + PCIeRegister.deviceStatus, width: 2, w1c: 0x000f)
+        defineInStandard(cap + PCIeRegister.deviceControl, width: 2, rw: control, reset: 0x2810)
+        defineInStandard(cap + PCIeRegister.deviceStatus, width: 2, w1c: 0x000f)
 
         let hasLink = type != PortType.rootComplexIntegrated && type != PortType.rootComplexEventCollector
-        if hasLink { define(cap + PCIeRegister.linkControl, width: 2, rw: 0x01c3) }
+        if hasLink { defineInStandard(cap + PCIeRegister.linkControl, width: 2, rw: 0x01c3) }
         let hasSlot = flags & 0x0100 != 0 && (type == PortType.rootPort || type == PortType.downstreamPort)
         if hasSlot {
-            define(cap + PCIeRegister.slotControl, width: 2, rw: 0x1fff)
+            defineInStandard(cap + PCIeRegister.slotControl, width: 2, rw: 0x1fff)
             // Attention button, power fault, MRL sensor, presence detect, command completed, DLL state changed.
-            define(cap + PCIeRegister.slotStatus, width: 2, w1c: 0x011f)
+            defineInStandard(cap + PCIeRegister.slotStatus, width: 2, w1c: 0x011f)
         }
         if type == PortType.rootPort || type == PortType.rootComplexEventCollector {
-            define(cap + PCIeRegister.rootControl, width: 2, rw: 0x001f)
-            define(cap + PCIeRegister.rootStatus, width: 4, w1c: 0x0001_0000)  // PME Status
+            defineInStandard(cap + PCIeRegister.rootControl, width: 2, rw: 0x001f)
+            defineInStandard(cap + PCIeRegister.rootStatus, width: 4, w1c: 0x0001_0000)  // PME Status
         }
-        guard version >= 2 else { return }
+        guard version >= 2, fitsStandard(cap, 0x3c) else { return }
         let devcap2 = read(cap + PCIeRegister.deviceCapabilities2, 4)
         var control2: UInt32 = 0
         if devcap2 & 0x000f != 0 { control2 |= 0x000f }  // completion timeout value
@@ -411,11 +417,11 @@ private struct ImportedLayout {
             control2 |= 0x0020  // ARI forwarding
         }
         if devcap2 & 0x0800 != 0 { control2 |= 0x0400 }  // LTR mechanism
-        define(cap + PCIeRegister.deviceControl2, width: 2, rw: control2)
+        defineInStandard(cap + PCIeRegister.deviceControl2, width: 2, rw: control2)
         if hasLink {
             // Target Link Speed resets to the highest speed the link supports.
             let maxSpeed = read(cap + PCIeRegister.linkCapabilities, 4) & 0xf
-            define(cap + PCIeRegister.linkControl2, width: 2, rw: 0x000f, reset: maxSpeed)
+            defineInStandard(cap + PCIeRegister.linkControl2, width: 2, rw: 0x000f, reset: maxSpeed)
         }
     }
 

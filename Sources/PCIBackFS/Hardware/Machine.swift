@@ -67,15 +67,22 @@ public struct Machine {
                 guard Int(address.bus) >= bridge.secondary, Int(address.bus) <= bridge.subordinate else { continue }
                 if best == nil || bridge.secondary > best!.1 { best = (bridge.address, bridge.secondary) }
             }
-            if let parent = best?.0 {
+            // A VF's directory sits beside its PF's, whatever its bus number.
+            let parent = devices[address]?.physicalFunction.map { parents[$0] } ?? best?.0
+            if let parent {
                 parents[address] = parent
                 children[parent, default: []].append(address)
             }
         }
-        for address in order where parents[address] == nil {
+        for address in order where parents[address] == nil && devices[address]?.physicalFunction == nil {
             let name = "pci" + hex(address.domain, width: 4) + ":" + hex(address.bus, width: 2)
             rootBuses[name, default: []].append(address)
             rootBusOf[address] = name
+        }
+        for address in order where parents[address] == nil {
+            guard let physical = devices[address]?.physicalFunction, let root = rootBusOf[physical] else { continue }
+            rootBusOf[address] = root
+            rootBuses[root, default: []].append(address)
         }
         for address in order where parents[address] != nil {
             var top = address

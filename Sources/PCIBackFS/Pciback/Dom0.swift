@@ -65,10 +65,12 @@ public struct Dom0 {
     /// Which frontend owns a device (`psdev->pdev`).
     public private(set) var owners: [PCIAddress: UInt32] = [:]
     public private(set) var frontends: [UInt32: Frontend] = [:]
+    /// SR-IOV physical functions and what the kernel caches about each.
+    public internal(set) var sriov: [PCIAddress: SRIOVState] = [:]
     /// Functions removed through `remove`, found again by `rescan`.
     public private(set) var removedDevices: [PCIAddress: EmulatedDevice] = [:]
     /// Changes whenever nodes appear or vanish (bindings, exports, removals).
-    public private(set) var topologyGeneration = 0
+    public internal(set) var topologyGeneration = 0
     private var nextMSIIRQ: UInt32 = 120
 
     public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false) throws(Errno) {
@@ -86,6 +88,7 @@ public struct Dom0 {
             }
         }
         drivers.append(PCIDriver(name: PCIDriver.pcibackName, ids: [PCIDriver.DeviceID(vendor: 0xffff_ffff, device: 0xffff_ffff)]))
+        initializeSRIOV()
         // Boot: seize list from `hide` first (pciback is built in, so it claims hidden devices
         // before their host drivers), then every other function binds to its driver.
         try loadHideParameter(hide)
@@ -148,17 +151,18 @@ public struct Dom0 {
     public mutating func unbind(driver name: String, input: [UInt8]) throws(Errno) {
         let device = try require(input)
         guard bindings[device.address] == name else { throw .noSuchDevice }
-        release(device.address)
+        releaseDriver(device.address)
     }
 
     /// `bus/pci/drivers_probe`: attach the first matching driver whose probe succeeds. Success
     /// even when none binds (callers look at the `driver` link).
     public mutating func driversProbe(input: [UInt8]) throws(Errno) {
         let device = try require(input)
-        attach(device.address)
+        attachDriver(device.address)
     }
 
-    private mutating func attach(_ address: PCIAddress) {
+    /// `device_attach`.
+    mutating func attachDriver(_ address: PCIAddress) {
         guard bindings[address] == nil, let device = machine[address] else { return }
         for driver in drivers where driverMatches(driver, device) {
             if (try? probe(driver, address)) != nil { return }
@@ -166,6 +170,8 @@ public struct Dom0 {
     }
 
     private mutating func probe(_ driver: PCIDriver, _ address: PCIAddress) throws(Errno) {
+        // pci_device_can_probe: a VF waits for its PF's drivers_autoprobe or an override.
+        guard mayProbe(address) else { throw .noSuchDevice }
         if driver.name == PCIDriver.pcibackName {
             try pcistubProbe(address)
         } else {
@@ -194,8 +200,20 @@ public struct Dom0 {
     }
 
     /// `device_release_driver`.
-    private mutating func release(_ address: PCIAddress) {
+    mutating func releaseDriver(_ address: PCIAddress) {
         guard let name = bindings[address] else { return }
+        if sriov[address] != nil {
+            if name == PCIDriver.pcibackName {
+                // Only pciback's bus notifier acts: its own unowned VFs are let go first.
+                for vf in sriov[address]!.virtualFunctions
+                where bindings[vf] == PCIDriver.pcibackName && owners[vf] == nil {
+                    releaseDriver(vf)
+                }
+                sriov[address]!.driverMaxVFs = sriov[address]!.totalVFs
+            } else {
+                physicalFunctionDriverRemoval(address)
+            }
+        }
         if name == PCIDriver.pcibackName {
             pcistubRemove(address)
         } else {
@@ -267,7 +285,10 @@ public struct Dom0 {
     // MARK: - pciback: seize list (spec §1.4 - §1.6)
 
     private func matchesSeizeList(_ address: PCIAddress) -> Bool {
-        let chain = machine.upstreamBridges(of: address) + [address]
+        // A VF on a VF-only bus has no bridge above it in the kernel's walk (bus->self is NULL).
+        var bridges = machine.upstreamBridges(of: address)
+        if let pf = machine[address]?.physicalFunction, pf.bus != address.bus { bridges = [] }
+        let chain = bridges + [address]
         return chain.contains { candidate in
             seizeList.contains { entry in
                 entry.domain == Int32(bitPattern: candidate.domain) && entry.bus == Int32(candidate.bus)
@@ -622,13 +643,23 @@ public struct Dom0 {
     public mutating func removeDevice(_ address: PCIAddress) {
         var doomed: [PCIAddress] = []
         func collect(_ current: PCIAddress) {
-            for child in machine.children(of: current) { collect(child) }
+            for child in machine.children(of: current) where machine[child]?.physicalFunction == nil { collect(child) }
             doomed.append(current)
         }
         collect(address)
+        // A PF's VFs go with it (its driver's remove disables SR-IOV).
+        for pf in doomed where sriov[pf] != nil {
+            for vf in sriov[pf]!.virtualFunctions.reversed() {
+                if owners[vf] != nil { removeExport(vf) }
+                releaseDriver(vf)
+            }
+            machine.remove(sriov[pf]!.virtualFunctions)
+            sriov[pf]!.virtualFunctions = []
+            sriov[pf]!.numVFs = 0
+        }
         for target in doomed {
             if owners[target] != nil { removeExport(target) }
-            release(target)
+            releaseDriver(target)
             removedDevices[target] = machine[target]
         }
         machine.remove(doomed)
@@ -641,7 +672,7 @@ public struct Dom0 {
         let returning = removedDevices.values.sorted { $0.address < $1.address }
         removedDevices = [:]
         machine.add(returning)
-        for device in returning { attach(device.address) }
+        for device in returning { attachDriver(device.address) }
         topologyGeneration += 1
     }
 

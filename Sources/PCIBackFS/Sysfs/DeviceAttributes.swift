@@ -35,6 +35,14 @@ extension Dom0 {
             let pcie = device.capabilities.pciExpress
             let register = attribute == .currentLinkWidth ? PCIeRegister.linkStatus : PCIeRegister.linkCapabilities
             text = String((device.config.read(pcie + register, width: 2) >> 4) & 0x3f)
+        case .sriovTotalVFs: text = String(sriov[address]?.driverMaxVFs ?? 0)
+        case .sriovNumVFs: text = String(sriov[address]?.numVFs ?? 0)
+        case .sriovOffset: text = String(sriov[address]?.offset ?? 0)
+        case .sriovStride: text = String(sriov[address]?.stride ?? 0)
+        case .sriovVFDevice: text = String(sriov[address]?.vfDeviceID ?? 0, radix: 16)
+        case .sriovDriversAutoprobe: text = (sriov[address]?.driversAutoprobe ?? true) ? "1" : "0"
+        case .sriovVFTotalMSIX: text = "0"
+        case .sriovVFMSIXCount: return nil
         case .secondaryBusNumber: text = String(device.config.read(PCIRegister.secondaryBus, width: 1))
         case .subordinateBusNumber: text = String(device.config.read(PCIRegister.subordinateBus, width: 1))
         }
@@ -95,7 +103,16 @@ extension Dom0 {
                 text += line(0, 0, 0)
             }
         }
-        for _ in 0..<6 { text += line(0, 0, 0) }
+        // IOV resources: VF BAR i's window covers TotalVFs VFs.
+        let state = sriov[device.address]
+        for index in 0..<6 {
+            if let window = state?.windows[index] {
+                let span = window.size * UInt64(state!.totalVFs)
+                text += line(window.address, window.address + span - 1, window.kernelFlags)
+            } else {
+                text += line(0, 0, 0)
+            }
+        }
         if device.isBridge {
             let config = device.config
             let ioBase = config.read(PCIRegister.ioBase, width: 1)
@@ -156,6 +173,12 @@ extension Dom0 {
             if try KernelNumbers.unsignedLong(input) != 0 { removeDevice(address) }
         case .rescan:
             if try KernelNumbers.unsignedLong(input) != 0 { rescan() }
+        case .sriovNumVFs:
+            try storeNumVFs(address, input: input)
+        case .sriovDriversAutoprobe:
+            try storeDriversAutoprobe(address, input: input)
+        case .sriovVFMSIXCount:
+            try storeVFMSIXCount(address, input: input)
         default:
             throw .ioError
         }

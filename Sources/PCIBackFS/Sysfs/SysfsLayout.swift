@@ -95,7 +95,14 @@ struct SysfsLayout {
             guard let driver = dom0.driverName(of: address) else { return nil }
             return .link(ups(address) + "bus/pci/drivers/" + driver)
         case "subsystem": return .link(ups(address) + "bus/pci")
+        case "physfn":
+            guard let pf = dom0.machine[address]?.physicalFunction else { return nil }
+            return .link("../" + pf.description)
         default:
+            if name.hasPrefix("virtfn"), let id = Int(name.dropFirst(6)), String(id) == String(name.dropFirst(6)),
+               let vfs = dom0.sriov[address]?.virtualFunctions, id >= 0, id < vfs.count {
+                return .link("../" + vfs[id].description)
+            }
             guard let attribute = DeviceAttribute(rawValue: name), deviceAttributes(address).contains(attribute) else { return nil }
             return .attribute(Attribute(kind: .device(address, attribute), mode: attribute.mode))
         }
@@ -103,8 +110,13 @@ struct SysfsLayout {
 
     func deviceAttributes(_ address: PCIAddress) -> [DeviceAttribute] {
         guard let device = dom0.machine[address] else { return [] }
+        let isPF = dom0.isPhysicalFunction(address)
+        let isVF = device.physicalFunction != nil
         return DeviceAttribute.allCases.filter { attribute in
+            if DeviceAttribute.physicalFunctionSet.contains(attribute) { return isPF }
             switch attribute {
+            case .sriovVFMSIXCount: return isVF
+            case .remove, .rescan: return !isVF
             case .reset: return device.hasResetMethod(behindBridge: dom0.machine.parentBridge(of: address) != nil)
             case .currentLinkSpeed, .currentLinkWidth, .maxLinkSpeed, .maxLinkWidth: return device.isPCIExpress
             case .secondaryBusNumber, .subordinateBusNumber: return device.isBridge
@@ -184,6 +196,8 @@ struct SysfsLayout {
             guard let address = PCIAddress(kernelName: parts[parts.count - 1]) else { return [] }
             var names = ["config", "subsystem"] + deviceAttributes(address).map(\.rawValue)
             if dom0.driverName(of: address) != nil { names.append("driver") }
+            if dom0.machine[address]?.physicalFunction != nil { names.append("physfn") }
+            names += (dom0.sriov[address]?.virtualFunctions ?? []).indices.map { "virtfn\($0)" }
             names += dom0.machine.children(of: address).map(\.description)
             return names
         case "module":
@@ -218,6 +232,10 @@ struct SysfsLayout {
             entries["bus/pci/devices\u{0}" + name] = path
             let parent = String(path[..<path.lastIndex(of: "/")!])
             entries[parent + "\u{0}" + name] = ""
+            if let pf = dom0.machine[address]?.physicalFunction { entries[path + "\u{0}physfn"] = pf.description }
+            for (id, vf) in (dom0.sriov[address]?.virtualFunctions ?? []).enumerated() {
+                entries[path + "\u{0}virtfn\(id)"] = vf.description
+            }
             if let driver = dom0.driverName(of: address) {
                 entries[path + "\u{0}driver"] = driver
                 entries["bus/pci/drivers/" + driver + "\u{0}" + name] = path

@@ -31,7 +31,8 @@ extension AttributeKind {
     /// tree compares its dynamic entries around them.
     var mayChangeTopology: Bool {
         switch self {
-        case .device(_, let attribute): return attribute == .remove || attribute == .rescan
+        case .device(_, let attribute): return attribute == .remove || attribute == .rescan || attribute == .sriovNumVFs
+            || attribute == .sriovDriversAutoprobe
         case .driver(_, let attribute): return [.bind, .unbind, .newID].contains(attribute)
         case .bus(let attribute): return attribute == .driversProbe || attribute == .rescan
         case .control(let control): return control == .attach || control == .detach
@@ -50,11 +51,19 @@ enum DeviceAttribute: String, CaseIterable, Hashable {
     case currentLinkSpeed = "current_link_speed", currentLinkWidth = "current_link_width"
     case maxLinkSpeed = "max_link_speed", maxLinkWidth = "max_link_width"
     case secondaryBusNumber = "secondary_bus_number", subordinateBusNumber = "subordinate_bus_number"
+    // SR-IOV: the PF's files, and the VF's one
+    case sriovTotalVFs = "sriov_totalvfs", sriovNumVFs = "sriov_numvfs", sriovOffset = "sriov_offset"
+    case sriovStride = "sriov_stride", sriovVFDevice = "sriov_vf_device", sriovDriversAutoprobe = "sriov_drivers_autoprobe"
+    case sriovVFTotalMSIX = "sriov_vf_total_msix", sriovVFMSIXCount = "sriov_vf_msix_count"
+
+    static let physicalFunctionSet: [DeviceAttribute] = [.sriovTotalVFs, .sriovNumVFs, .sriovOffset, .sriovStride,
+                                                         .sriovVFDevice, .sriovDriversAutoprobe, .sriovVFTotalMSIX]
 
     var mode: UInt32 {
         switch self {
-        case .enable, .driverOverride, .numaNode, .msiBus, .brokenParityStatus, .d3coldAllowed, .uevent: return 0o644
-        case .remove, .rescan, .reset: return 0o200
+        case .enable, .driverOverride, .numaNode, .msiBus, .brokenParityStatus, .d3coldAllowed, .uevent, .sriovNumVFs,
+             .sriovDriversAutoprobe: return 0o644
+        case .remove, .rescan, .reset, .sriovVFMSIXCount: return 0o200
         default: return 0o444
         }
     }
