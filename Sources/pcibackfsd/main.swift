@@ -6,14 +6,22 @@ import PCIBackFS
 struct PCIBackFSDaemon: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pcibackfsd",
+        abstract: "An emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
+        version: PCIBackFSVersion.string,
+        subcommands: [Serve.self, Capture.self],
+        defaultSubcommand: Serve.self)
+}
+
+/// `pcibackfsd [serve] MOUNTPOINT [options]`
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
         abstract: "Mount an emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
         discussion: """
             The mount point mirrors /sys: use it in place with
               lspci -A linux-sysfs -O sysfs.path=MOUNTPOINT/bus/pci
             or bind-mount it over /sys in a private mount namespace.
             Frontends (stub domains, PV guests) are under MOUNTPOINT/fs/pcibackfs/.
-            """,
-        version: PCIBackFSVersion.string)
+            """)
 
     @Argument(help: "An existing, empty directory to mount on.")
     var mountPoint: String
@@ -55,6 +63,9 @@ struct PCIBackFSDaemon: ParsableCommand {
     @Flag(name: .long, help: "Print libfuse's request trace on standard error.")
     var debug = false
 
+    @Option(name: .long, help: "Also append every pciback verdict on frontend accesses to FILE as JSON lines.")
+    var traceLog: String?
+
     func validate() throws {
         guard KernelProfile(rawValue: profile) != nil else {
             throw ValidationError("unknown profile '\(profile)'; one of \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -92,7 +103,11 @@ struct PCIBackFSDaemon: ParsableCommand {
         } catch {
             throw ValidationError("xen-pciback failed to load: \(error) (hide=\"\(hide)\")")
         }
-        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes)
+        var log: TraceLog?
+        if let traceLog {
+            do { log = try TraceLog(path: traceLog) } catch { throw ValidationError("--trace-log \(traceLog): \(error)") }
+        }
+        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes, traceLog: log)
         let server = FUSEServer(model: tree, options: .init(
             allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug))
         do {
@@ -113,3 +128,59 @@ struct PCIBackFSDaemon: ParsableCommand {
 }
 
 PCIBackFSDaemon.main()
+
+/// `pcibackfsd capture [BDF...]`: a machine file from this host's PCI sysfs or an lspci dump.
+struct Capture: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a machine file (JSON) from this host's /sys/bus/pci or from an lspci dump.",
+        discussion: """
+            The file replays the functions (config bytes, BAR sizes, IRQ, host driver) with
+            `pcibackfsd MOUNTPOINT --machine FILE`. Capturing from sysfs needs root to read more than
+            64 bytes of config.
+            """)
+
+    @Argument(help: "Functions to capture (DDDD:BB:SS.F); all when none is given.")
+    var functions: [String] = []
+
+    @Option(name: .long, help: "The devices directory to read.")
+    var sysfs: String = "/sys/bus/pci/devices"
+
+    @Option(name: .long, help: "Read an `lspci -vvv -xxx`/`-xxxx` dump instead of sysfs.")
+    var lspciDump: String?
+
+    @Option(name: [.short, .long], help: "Write to FILE instead of standard output.")
+    var output: String?
+
+    func run() throws {
+        var captured: [CapturedFunction]
+        do {
+            if let lspciDump {
+                let text = try String(contentsOfFile: lspciDump, encoding: .utf8)
+                captured = try LspciDump.parse(text)
+            } else {
+                captured = try SysfsCapture.readAll(devicesDirectory: sysfs)
+            }
+        } catch {
+            throw ValidationError("capture failed: \(error)")
+        }
+        if !functions.isEmpty {
+            var wanted: [PCIAddress] = []
+            for text in functions {
+                guard let address = PCIAddress(kernelName: text) else { throw ValidationError("not a device name: \(text)") }
+                guard captured.contains(where: { $0.address == address }) else { throw ValidationError("no function \(text)") }
+                wanted.append(address)
+            }
+            captured = captured.filter { wanted.contains($0.address) }
+        }
+        let file = MachineFile(name: lspciDump ?? sysfs, devices: captured.map(MachineFile.entry(capturing:)))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        var data = try encoder.encode(file)
+        data.append(0x0a)
+        if let output {
+            try data.write(to: URL(fileURLWithPath: output))
+        } else {
+            FileHandle.standardOutput.write(data)
+        }
+    }
+}

@@ -291,10 +291,10 @@ public struct DeviceBuilder {
     @discardableResult
     public mutating func addAER() -> Int {
         let cap = addExtendedCapability(ExtendedCapabilityID.aer, version: 2, length: 0x48)
-        config.setWriteOneClear(cap + 0x04, width: 4, mask: 0x03ff_f010)
-        config.setWritable(cap + 0x08, width: 4, mask: 0x03ff_f010)
+        config.setWriteOneClear(cap + 0x04, width: 4, mask: 0x03ff_f030)
+        config.setWritable(cap + 0x08, width: 4, mask: 0x03ff_f030)
         config.store(cap + 0x0c, width: 4, value: 0x0046_2030)
-        config.setWritable(cap + 0x0c, width: 4, mask: 0x03ff_f010)
+        config.setWritable(cap + 0x0c, width: 4, mask: 0x03ff_f030)
         config.setWriteOneClear(cap + 0x10, width: 4, mask: 0x0000_f1c1)
         config.store(cap + 0x14, width: 4, value: 0x0000_2000)
         config.setWritable(cap + 0x14, width: 4, mask: 0x0000_f1c1)

@@ -427,7 +427,7 @@ private struct ImportedLayout {
 
     private mutating func openAER(_ cap: Int) {
         guard fitsExtended(cap, 0x2c) else { return }
-        let uncorrectable: UInt32 = 0x03ff_f010
+        let uncorrectable: UInt32 = 0x03ff_f030  // bit 5 is Surprise Down
         define(cap + 0x04, width: 4, w1c: uncorrectable)                     // Uncorrectable Error Status
         define(cap + 0x08, width: 4, rw: uncorrectable)                      // Uncorrectable Error Mask
         define(cap + 0x0c, width: 4, rw: uncorrectable, reset: 0x0046_2030)  // Uncorrectable Error Severity

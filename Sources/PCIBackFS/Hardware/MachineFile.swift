@@ -35,6 +35,10 @@ public struct MachineFile: Codable, Sendable, Equatable {
         public var writeOneClear: String?
         public var resetImage: String?
         public var bars: [BAR]?
+        /// SR-IOV VF BAR windows of a captured PF (`resource` lines 7-12).
+        public var iovBars: [BAR]?
+        /// Faults armed from the start, e.g. { "resetFails": "sticky" }.
+        public var faults: DeviceFaults?
 
         public init(address: String? = nil, template: String? = nil) {
             self.address = address
@@ -81,6 +85,17 @@ public struct MachineFile: Codable, Sendable, Equatable {
     /// Builds the functions. Template functions with the same template and parameters are
     /// cloned from one instance, so their config arrays share storage until written.
     public func devices(relativeTo directory: String = ".") throws(LoadError) -> [EmulatedDevice] {
+        let result = try buildDevices(relativeTo: directory)
+        // Faults apply to the function at the entry's address.
+        for entry in devices {
+            guard let faults = entry.faults, let text = entry.address, let address = PCIAddress(kernelName: text),
+                  let device = result.first(where: { $0.address == address }) else { continue }
+            device.faults = faults
+        }
+        return result
+    }
+
+    private func buildDevices(relativeTo directory: String) throws(LoadError) -> [EmulatedDevice] {
         var result: [EmulatedDevice] = []
         var prototypes: [String: EmulatedDevice] = [:]
         for (index, entry) in devices.enumerated() {
@@ -110,6 +125,28 @@ public struct MachineFile: Codable, Sendable, Equatable {
             guard let configText = entry.config, let bytes = Self.bytes(fromHex: configText),
                   bytes.count == 256 || bytes.count == 4096
             else { throw .invalid(entry: index, reason: "needs a template, an lspciDump, or config hex of 256 or 4096 bytes") }
+            if entry.writable == nil {
+                // Captured bytes: the masks come from the standard semantics, as for a dump.
+                func captured(_ bar: BAR) -> CapturedBAR? {
+                    guard bar.size > 0, bar.index >= 0, bar.index <= 6 else { return nil }
+                    let kind: CapturedBAR.Kind
+                    switch bar.kind {
+                    case .io: kind = .io
+                    case .memory32: kind = .memory(is64Bit: false, prefetchable: false)
+                    case .memory32Prefetchable: kind = .memory(is64Bit: false, prefetchable: true)
+                    case .memory64: kind = .memory(is64Bit: true, prefetchable: false)
+                    case .memory64Prefetchable: kind = .memory(is64Bit: true, prefetchable: true)
+                    case .rom: kind = .rom(enabled: false)
+                    }
+                    guard (bar.index == 6) == (bar.kind == .rom) else { return nil }
+                    return CapturedBAR(index: bar.index, base: bar.address, size: bar.size, kind: kind)
+                }
+                let function = CapturedFunction(address: address, config: bytes, bars: (entry.bars ?? []).compactMap(captured),
+                                                iovBARs: (entry.iovBars ?? []).compactMap(captured), irq: entry.irq,
+                                                driver: entry.driver)
+                result.append(DeviceImporter.device(from: function))
+                continue
+            }
             var config = ConfigSpace(bytes: bytes)
             if let masks = entry.writable.flatMap(Self.bytes(fromHex:)), masks.count == bytes.count {
                 for offset in 0..<bytes.count { config.setWritable(offset, width: 1, mask: UInt32(masks[offset])) }
@@ -158,6 +195,27 @@ public struct MachineFile: Codable, Sendable, Equatable {
         }
         if let driver = entry.driver { device.bootDriver = driver }
         return device
+    }
+
+    /// A machine file entry holding a captured function (config bytes, BARs, IRQ, driver).
+    public static func entry(capturing function: CapturedFunction) -> Entry {
+        func bar(_ captured: CapturedBAR) -> BAR {
+            let kind: BARDescriptor.Kind
+            switch captured.kind {
+            case .io: kind = .io
+            case .memory(let is64, let prefetchable):
+                kind = is64 ? (prefetchable ? .memory64Prefetchable : .memory64) : (prefetchable ? .memory32Prefetchable : .memory32)
+            case .rom: kind = .rom
+            }
+            return BAR(index: captured.index, kind: kind, size: captured.size, address: captured.base)
+        }
+        var entry = Entry(address: function.address.description)
+        entry.config = function.config.map { hex($0, width: 2) }.joined()
+        entry.bars = function.bars.map(bar)
+        if !function.iovBARs.isEmpty { entry.iovBars = function.iovBARs.map(bar) }
+        entry.irq = function.irq
+        entry.driver = function.driver
+        return entry
     }
 
     static func bytes(fromHex text: String) -> [UInt8]? {

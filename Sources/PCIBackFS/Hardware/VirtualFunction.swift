@@ -102,8 +102,8 @@ extension EmulatedDevice {
         }
         let aer = 0x100
         config.store(aer, width: 4, value: UInt32(ExtendedCapabilityID.aer) | 2 << 16 | 0x150 << 20)
-        config.setWriteOneClear(aer + 0x04, width: 4, mask: 0x03ff_f010)
-        config.setWritable(aer + 0x08, width: 4, mask: 0x03ff_f010)
+        config.setWriteOneClear(aer + 0x04, width: 4, mask: 0x03ff_f030)
+        config.setWritable(aer + 0x08, width: 4, mask: 0x03ff_f030)
         config.setWriteOneClear(aer + 0x10, width: 4, mask: 0x0000_f1c1)
         config.setWritable(aer + 0x14, width: 4, mask: 0x0000_f1c1)
         config.store(0x150, width: 4, value: UInt32(ExtendedCapabilityID.ari) | 1 << 16)

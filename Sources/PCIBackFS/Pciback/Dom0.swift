@@ -65,6 +65,8 @@ public struct Dom0 {
     /// Which frontend owns a device (`psdev->pdev`).
     public private(set) var owners: [PCIAddress: UInt32] = [:]
     public private(set) var frontends: [UInt32: Frontend] = [:]
+    /// pciback's verdicts on frontend accesses, newest last.
+    public internal(set) var trace = TraceRing()
     /// SR-IOV physical functions and what the kernel caches about each.
     public internal(set) var sriov: [PCIAddress: SRIOVState] = [:]
     /// Functions removed through `remove`, found again by `rescan`.
@@ -95,6 +97,8 @@ public struct Dom0 {
         for address in machine.order {
             guard let device = machine[address] else { continue }
             if matchesSeizeList(address) && device.identity.layout != .cardbus {
+                // An imported function may carry a driver's state; pciback starts from a quiet one.
+                if device.isEnabled { device.quiesceForDriverRemoval() }
                 try? seizeAtBoot(address)
             } else if let name = device.bootDriver {
                 bindHostDriver(name, address)
@@ -184,7 +188,8 @@ public struct Dom0 {
         guard let device = machine[address] else { return }
         bindings[address] = name
         topologyGeneration += 1
-        guard device.identity.layout == .normal else { return }
+        // An imported function already holds the state its driver left; don't enable it twice.
+        guard device.identity.layout == .normal, !device.isEnabled else { return }
         device.driverProbeEnable()
         if device.capabilities.msix != 0 {
             try? device.enableMSIX(vectors: min(device.msixTableSize, 4))
@@ -622,7 +627,9 @@ public struct Dom0 {
         guard let device = machine[address], deviceData[address] != nil else {
             return FilterVerdict(error: XenPCIError.deviceNotFound)
         }
-        return ConfigFilter.read(device, &deviceData[address]!, offset: offset, size: size)
+        let verdict = ConfigFilter.read(device, &deviceData[address]!, offset: offset, size: size)
+        record(.configRead, device: address, offset: offset, size: size, value: verdict.value, verdict: verdict)
+        return verdict
     }
 
     public mutating func guestWrite(_ address: PCIAddress, offset: Int, size: Int, value: UInt32) -> FilterVerdict {
@@ -633,6 +640,7 @@ public struct Dom0 {
         let verdict = ConfigFilter.write(device, &data, offset: offset, size: size, value: value, policy: policy, log: &log)
         if verdict.error == 0, data.enableINTx != intxBefore { controlISR(device, &data, reset: false) }
         deviceData[address] = data
+        record(.configWrite, device: address, offset: offset, size: size, value: value, verdict: verdict)
         return verdict
     }
 

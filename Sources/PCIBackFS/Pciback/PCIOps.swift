@@ -93,6 +93,8 @@ extension Dom0 {
                 log.device(address, "error enabling MSI for guest \(domain): err \(-status.rawValue)", driver: "pciback")
                 result.value = 0
                 result.error = XenPCIError.operationFailed
+                result.rule = "enable_msi: " + (status == .alreadyInProgress ? "MSI already enabled by the kernel"
+                    : status == .noSuchDeviceOrAddress ? "MSI-X enabled by the kernel" : "the PCI core failed (\(-status.rawValue))")
             } else {
                 result.value = device.msiIRQ
                 deviceData[address]?.ackInterrupts = false
@@ -108,7 +110,7 @@ extension Dom0 {
             let outcome = enableMSIX(device, op)
             result.error = outcome.error
             result.value = UInt32(bitPattern: outcome.value)
-            if outcome.error == 0 { result.entries = outcome.entries }
+            if outcome.error == 0 { result.entries = outcome.entries } else { result.rule = outcome.rule }
             if outcome.reachedPCICore { deviceData[address]?.ackInterrupts = false }
         case .disableMSIX:
             if device.kernelMSIXEnabled {
@@ -118,6 +120,10 @@ extension Dom0 {
             result.value = device.irq
         case nil:
             result.error = XenPCIError.notImplemented
+        }
+        if op.command >= 2 {
+            record(.pciOp(op.command), device: address, offset: 0, size: 0, value: result.value,
+                   verdict: FilterVerdict(value: result.value, error: result.error, rule: result.rule))
         }
         if result.error == 0, let before = intxBefore, var data = deviceData[address], data.enableINTx != before {
             controlISR(device, &data, reset: false)
@@ -132,6 +138,7 @@ extension Dom0 {
         }
         let verdict = ConfigFilter.write(device, &data, offset: offset, size: size, value: value, policy: policy, log: &log)
         deviceData[address] = data
+        record(.configWrite, device: address, offset: offset, size: size, value: value, verdict: verdict)
         return verdict
     }
 
@@ -145,14 +152,20 @@ extension Dom0 {
 
     /// `xen_pcibk_enable_msix`: the checks in the kernel's order, then `pci_enable_msix_exact`.
     private mutating func enableMSIX(_ device: EmulatedDevice, _ op: PCIOperation)
-        -> (error: Int32, value: Int32, entries: [PCIOperation.MSIXEntry], reachedPCICore: Bool)
+        -> (error: Int32, value: Int32, entries: [PCIOperation.MSIXEntry], reachedPCICore: Bool, rule: String?)
     {
         let count = Int(op.value)
-        if count > Dom0.maximumMSIXVectors { return (-Errno.invalidArgument.rawValue, Int32(bitPattern: op.value), op.entries, false) }
-        if device.kernelMSIXEnabled { return (-Errno.alreadyInProgress.rawValue, Int32(bitPattern: op.value), op.entries, false) }
+        let unchanged = Int32(bitPattern: op.value)
+        if count > Dom0.maximumMSIXVectors {
+            return (-Errno.invalidArgument.rawValue, unchanged, op.entries, false, "enable_msix: more than 128 vectors")
+        }
+        if device.kernelMSIXEnabled {
+            return (-Errno.alreadyInProgress.rawValue, unchanged, op.entries, false, "enable_msix: MSI-X already enabled by the kernel")
+        }
         let physical = device.physicalFunction.flatMap { machine[$0] } ?? device
         if device.kernelMSIEnabled || physical.command & PCICommand.memory == 0 {
-            return (-Errno.noSuchDeviceOrAddress.rawValue, Int32(bitPattern: op.value), op.entries, false)
+            let reason = device.kernelMSIEnabled ? "MSI enabled by the kernel" : "memory decoding off in the (physical) function"
+            return (-Errno.noSuchDeviceOrAddress.rawValue, unchanged, op.entries, false, "enable_msix: " + reason)
         }
         let requested = Array(op.entries.prefix(count))
         var status: Int32 = 0
@@ -168,12 +181,12 @@ extension Dom0 {
         }
         if status != 0 {
             log.device(device.address, "error enabling MSI-X for guest: err \(status)")
-            return (status, status, op.entries, true)
+            return (status, status, op.entries, true, "enable_msix: the PCI core failed (\(status))")
         }
         var entries = op.entries
         for index in 0..<count {
             entries[index].vector = 200 + UInt32(device.address.devfn) * 4 + UInt32(entries[index].entry)
         }
-        return (0, 0, entries, true)
+        return (0, 0, entries, true, nil)
     }
 }

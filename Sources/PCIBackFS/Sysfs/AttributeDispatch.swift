@@ -31,6 +31,8 @@ extension Dom0 {
                 var text = log.lines.joined(separator: "\n")
                 if !text.isEmpty { text += "\n" }
                 return Array(text.utf8)
+            case .trace: return traceText()
+            case .faults: return faultsText()
             case .attach, .detach: return nil
             }
         case .pciOperation:
@@ -70,11 +72,16 @@ extension Dom0 {
             guard parameter == .permissive else { throw .permissionDenied }
             policy.globalPermissive = try Dom0.parseBool(input)
         case .control(let control):
-            let (domain, address) = try Dom0.parseControl(input)
             switch control {
-            case .attach: _ = try attach(domain: domain, address: address)
-            case .detach: try detach(domain: domain, address: address)
-            case .profile, .log: throw .ioError
+            case .attach:
+                let (domain, address) = try Dom0.parseControl(input)
+                _ = try attach(domain: domain, address: address)
+            case .detach:
+                let (domain, address) = try Dom0.parseControl(input)
+                try detach(domain: domain, address: address)
+            case .faults:
+                try storeFault(input: input)
+            case .profile, .log, .trace: throw .ioError
             }
         case .pciOperation:
             throw .ioError

@@ -12,13 +12,29 @@ public final class SysfsTree: FileSystemModel {
         let options: TreeOptions
         /// The last pci_op result per frontend, for readers that did not write the op themselves.
         var lastOperationResult: [UInt32: String] = [:]
+        /// The last trace sequence number written to the trace log.
+        var traceLogged: UInt64 = 0
         var layout: SysfsLayout { SysfsLayout(dom0: dom0, options: options) }
     }
 
     private let state: Mutex<State>
+    private let traceLog: TraceLog?
 
-    public init(dom0: sending Dom0, legacyModes: Bool = false) {
+    /// `traceLog`: a file that receives every verdict as a JSON line.
+    public init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil) {
         state = Mutex(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
+        self.traceLog = traceLog
+    }
+
+    /// Appends the verdicts recorded since the last call to the trace log, outside the lock.
+    private func flushTrace() {
+        guard let traceLog else { return }
+        let records = state.withLock { state -> [TraceRecord] in
+            let records = state.dom0.trace.records(after: state.traceLogged)
+            if let last = records.last { state.traceLogged = last.sequence }
+            return records
+        }
+        traceLog.append(records)
     }
 
     /// Runs `body` on the dom0 state under the lock (for tests, tools and the daemon's setup).
@@ -148,6 +164,7 @@ public final class SysfsTree: FileSystemModel {
         guard let handle = file as? Handle else { throw .badFileDescriptor }
         switch handle.node {
         case .config(let address, let frontend):
+            defer { if frontend != nil { flushTrace() } }
             return try readConfig(address, frontend: frontend, caller: handle.caller, offset: offset, size: size)
         case .attribute(let attribute):
             let text: [UInt8]
@@ -173,12 +190,14 @@ public final class SysfsTree: FileSystemModel {
         guard let handle = file as? Handle else { throw .badFileDescriptor }
         switch handle.node {
         case .config(let address, let frontend):
+            defer { if frontend != nil { flushTrace() } }
             let count = try writeConfig(address, frontend: frontend, offset: offset, data: data)
             return WriteOutcome(count: count)
         case .attribute(let attribute):
             if data.isEmpty { return WriteOutcome(count: 0) }
             // kernfs hands the store at most one page, whatever the file position.
             let input = StoreInput.clip(Array(data))
+            defer { if case .pciOperation = attribute.kind { flushTrace() } }
             let invalidations = try store(attribute, input: input, handle: handle)
             return WriteOutcome(count: input.count, invalidations: invalidations)
         case .directory:
@@ -271,7 +290,8 @@ public final class SysfsTree: FileSystemModel {
             }
         }
         return try state.withLock { state throws(Errno) -> [UInt8] in
-            guard let text = state.dom0.show(attribute.kind, legacy: state.options.legacyModes) else { throw .ioError }
+            // Nothing to show means the device went away under an open handle.
+            guard let text = state.dom0.show(attribute.kind, legacy: state.options.legacyModes) else { throw .noSuchDevice }
             return text
         }
     }
@@ -307,3 +327,28 @@ public final class SysfsTree: FileSystemModel {
     }
 }
 
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The optional JSON-lines trace file: one `write(2)` per batch on an O_APPEND descriptor.
+public final class TraceLog: Sendable {
+    private let descriptor: Int32
+
+    public init(path: String) throws(Errno) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Errno(errno) }
+        descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+
+    func append(_ records: [TraceRecord]) {
+        guard !records.isEmpty else { return }
+        let text = records.map { $0.json + "\n" }.joined()
+        _ = text.utf8CString.withUnsafeBufferPointer { buffer in
+            Glibc.write(descriptor, buffer.baseAddress, buffer.count - 1)
+        }
+    }
+}
