@@ -66,6 +66,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Also append every pciback verdict on frontend accesses to FILE as JSON lines.")
     var traceLog: String?
 
+    @Option(name: .long, help: "Keep the machine in FILE (a journal of every acknowledged change, replayed on start).")
+    var state: String?
+
+    @Flag(name: .long, help: "With --state: fdatasync the journal before acknowledging each change.")
+    var fsync = false
+
     func validate() throws {
         guard KernelProfile(rawValue: profile) != nil else {
             throw ValidationError("unknown profile '\(profile)'; one of \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -107,13 +113,38 @@ struct Serve: ParsableCommand {
         if let traceLog {
             do { log = try TraceLog(path: traceLog) } catch { throw ValidationError("--trace-log \(traceLog): \(error)") }
         }
-        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes, traceLog: log)
+        var journal: StateJournal?
+        if let state {
+            do {
+                journal = try StateJournal(path: state, options: StateOptions(
+                    profile: profile, machine: self.machine, lspciDumps: lspciDump, noBuiltin: noBuiltin, hide: hide,
+                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes), fsync: fsync)
+            } catch {
+                FileHandle.standardError.write(Data("pcibackfsd: --state \(state): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes, traceLog: log, journal: journal)
+        if let journal {
+            do {
+                let report = try journal.restore(into: tree)
+                FileHandle.standardError.write(Data("pcibackfsd: --state \(journal.path): \(report)\n".utf8))
+            } catch {
+                FileHandle.standardError.write(Data("pcibackfsd: --state \(journal.path): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+        if let message = StaleMount.clear(mountPoint) { FileHandle.standardError.write(Data("pcibackfsd: \(message)\n".utf8)) }
         let server = FUSEServer(model: tree, options: .init(
             allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug))
         do {
             try server.mount(at: mountPoint)
         } catch {
-            FileHandle.standardError.write(Data("pcibackfsd: cannot mount on \(mountPoint): \(error)\n".utf8))
+            var hint = ""
+            if error == .operationNotPermitted || error == .permissionDenied {
+                hint = " (FUSE mounts need root, or a user namespace where the kernel allows FUSE: unshare -Urm)"
+            }
+            FileHandle.standardError.write(Data("pcibackfsd: cannot mount on \(mountPoint): \(error)\(hint)\n".utf8))
             throw ExitCode(1)
         }
         defer { server.unmount() }

@@ -64,6 +64,8 @@ public final class EmulatedDevice {
     public internal(set) var physicalFunction: PCIAddress?
     /// The Linux IRQ of the first MSI vector while the kernel has MSI enabled.
     public var msiIRQ: UInt32 = 0
+    /// The bridge this function sits behind (`pci_upstream_bridge`), kept by `Machine`.
+    weak var upstreamBridge: EmulatedDevice?
 
     // The PCI core's view (struct pci_dev), not hardware.
     public internal(set) var enableCount = 0
@@ -122,7 +124,7 @@ public final class EmulatedDevice {
     /// function's own space read all-ones. An injected read fault answers all-ones and
     /// PCIBIOS_DEVICE_NOT_FOUND.
     public func hardwareRead(_ offset: Int, width: Int) -> (value: UInt32, error: Int32) {
-        if offset < 0 || offset + width > 4096 { return (allOnes(width), -Errno.invalidArgument.rawValue) }
+        if offset < 0 || offset > 4096 - width { return (allOnes(width), -Errno.invalidArgument.rawValue) }
         if faults.fire(\.configReadFails) { return (allOnes(width), PCIBIOS.deviceNotFound) }
         return (config.read(offset, width: width), PCIBIOS.successful)
     }
@@ -130,7 +132,7 @@ public final class EmulatedDevice {
     /// A raw config write, with the hardware's side effects.
     @discardableResult
     public func hardwareWrite(_ offset: Int, width: Int, value: UInt32) -> Int32 {
-        if offset < 0 || offset + width > 4096 { return -Errno.invalidArgument.rawValue }
+        if offset < 0 || offset > 4096 - width { return -Errno.invalidArgument.rawValue }
         guard offset < config.size else { return PCIBIOS.successful }
         let before = self.snapshotOfSideEffectRegisters()
         config.write(offset, width: width, value: value)
@@ -275,6 +277,8 @@ extension EmulatedDevice {
             enableCount += 1
             return
         }
+        // The path from the root must decode and forward the function's transactions.
+        upstreamBridge?.enableAsUpstreamBridge()
         if faults.fire(\.enableFails) { throw .invalidArgument }
         var decode: UInt16 = 0
         for index in 0..<6 {
@@ -288,6 +292,18 @@ extension EmulatedDevice {
             setCommandBits(PCICommand.intxDisable, on: false)
         }
         enableCount = 1
+    }
+
+    /// `pci_enable_bridge`: the chain above first; an enabled bridge only gains bus mastering,
+    /// and a bridge that fails to enable still gets it (the kernel logs and continues).
+    func enableAsUpstreamBridge() {
+        upstreamBridge?.enableAsUpstreamBridge()
+        if isEnabled {
+            if !isBusmaster { setBusMaster(true) }
+            return
+        }
+        try? enableDevice()
+        setBusMaster(true)
     }
 
     /// `pci_disable_device`: when the count drops to 0, bus mastering goes off; IO and MEMORY stay.

@@ -6,11 +6,11 @@ public struct Machine {
     /// Addresses in enumeration order (domain, bus, devfn).
     public private(set) var order: [PCIAddress] = []
     public var name: String
-    private var parents: [PCIAddress: PCIAddress] = [:]
-    private var children: [PCIAddress: [PCIAddress]] = [:]
+    var parents: [PCIAddress: PCIAddress] = [:]
+    var children: [PCIAddress: [PCIAddress]] = [:]
     /// Functions on a root bus, by the root bus's sysfs name (`pci0000:00`).
-    public private(set) var rootBuses: [String: [PCIAddress]] = [:]
-    private var rootBusOf: [PCIAddress: String] = [:]
+    public internal(set) var rootBuses: [String: [PCIAddress]] = [:]
+    var rootBusOf: [PCIAddress: String] = [:]
 
     public init(name: String, devices: [EmulatedDevice]) {
         self.name = name
@@ -88,6 +88,9 @@ public struct Machine {
             var top = address
             while let parent = parents[top] { top = parent }
             rootBusOf[address] = rootBusOf[top]
+        }
+        for address in order {
+            devices[address]?.upstreamBridge = parents[address].flatMap { devices[$0] }
         }
     }
 

@@ -35,6 +35,19 @@ public struct SRIOVCapability: Sendable, Equatable {
         device.config.read(offset + register, width: width)
     }
 
+    /// The addresses the VF BAR registers hold (what firmware programmed), by VF BAR index, for
+    /// each implemented memory VF BAR with a non-zero address.
+    public func virtualFunctionBARAddresses(_ device: EmulatedDevice) -> [Int: UInt64] {
+        var result: [Int: UInt64] = [:]
+        for bar in virtualFunctionBARs(device) {
+            let register = offset + Register.vfBAR0 + 4 * bar.index
+            var address = UInt64(device.config.read(register, width: 4) & 0xffff_fff0)
+            if bar.kind.is64Bit { address |= UInt64(device.config.read(register + 4, width: 4)) << 32 }
+            if address != 0 { result[bar.index] = address }
+        }
+        return result
+    }
+
     /// The VF BARs as the hardware sizes them: (index, kind, per-VF size) of each implemented one.
     public func virtualFunctionBARs(_ device: EmulatedDevice) -> [(index: Int, kind: BARDescriptor.Kind, size: UInt64)] {
         var result: [(Int, BARDescriptor.Kind, UInt64)] = []
@@ -96,9 +109,9 @@ extension EmulatedDevice {
         config.setWriteOneClear(pcie + PCIeRegister.deviceStatus, width: 2, mask: 0x000f)
         let parentPCIe = capabilities.pciExpress
         if parentPCIe != 0 {
-            for register in [PCIeRegister.linkCapabilities, PCIeRegister.linkStatus] {
-                config.store(pcie + register, width: 4, value: self.config.read(parentPCIe + register, width: 4))
-            }
+            config.store(pcie + PCIeRegister.linkCapabilities, width: 4,
+                         value: self.config.read(parentPCIe + PCIeRegister.linkCapabilities, width: 4))
+            config.store(pcie + PCIeRegister.linkStatus, width: 2, value: self.config.read(parentPCIe + PCIeRegister.linkStatus, width: 2))
         }
         let aer = 0x100
         config.store(aer, width: 4, value: UInt32(ExtendedCapabilityID.aer) | 2 << 16 | 0x150 << 20)

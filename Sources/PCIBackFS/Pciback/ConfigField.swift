@@ -42,7 +42,8 @@ public struct ConfigField: Sendable, Equatable {
 
     @inline(__always)
     func overlaps(_ offset: Int, _ size: Int) -> Bool {
-        offset + size > self.offset && self.offset + self.size > offset
+        // Written without `offset + size`, which overflows for offsets near Int.max.
+        offset > self.offset - size && self.offset + self.size > offset
     }
 }
 

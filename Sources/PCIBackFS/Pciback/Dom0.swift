@@ -50,30 +50,30 @@ public struct Dom0 {
     /// `xen_pciback.passthrough`: 0 = vpci backend (default), 1 = passthrough.
     public var passthroughBackend = false
     public private(set) var hideParameter = ""
-    public private(set) var drivers: [PCIDriver] = []
-    public private(set) var bindings: [PCIAddress: String] = [:]
-    public private(set) var driverOverrides: [PCIAddress: String] = [:]
+    public internal(set) var drivers: [PCIDriver] = []
+    public internal(set) var bindings: [PCIAddress: String] = [:]
+    public internal(set) var driverOverrides: [PCIAddress: String] = [:]
     public var log = KernelLog()
 
     // pciback
-    public private(set) var seizeList: [SlotPattern] = []
+    public internal(set) var seizeList: [SlotPattern] = []
     /// `pcistub_devices`: runtime binds at the head.
-    public private(set) var pcibackDevices: [PCIAddress] = []
+    public internal(set) var pcibackDevices: [PCIAddress] = []
     /// The quirks registration list, in device-initialisation order.
-    public private(set) var quirkRegistrations: [PCIAddress] = []
+    public internal(set) var quirkRegistrations: [PCIAddress] = []
     public internal(set) var deviceData: [PCIAddress: PcibackDeviceData] = [:]
     /// Which frontend owns a device (`psdev->pdev`).
-    public private(set) var owners: [PCIAddress: UInt32] = [:]
-    public private(set) var frontends: [UInt32: Frontend] = [:]
+    public internal(set) var owners: [PCIAddress: UInt32] = [:]
+    public internal(set) var frontends: [UInt32: Frontend] = [:]
     /// pciback's verdicts on frontend accesses, newest last.
     public internal(set) var trace = TraceRing()
     /// SR-IOV physical functions and what the kernel caches about each.
     public internal(set) var sriov: [PCIAddress: SRIOVState] = [:]
     /// Functions removed through `remove`, found again by `rescan`.
-    public private(set) var removedDevices: [PCIAddress: EmulatedDevice] = [:]
+    public internal(set) var removedDevices: [PCIAddress: EmulatedDevice] = [:]
     /// Changes whenever nodes appear or vanish (bindings, exports, removals).
     public internal(set) var topologyGeneration = 0
-    private var nextMSIIRQ: UInt32 = 120
+    var nextMSIIRQ: UInt32 = 120
 
     public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false) throws(Errno) {
         self.machine = machine
@@ -403,7 +403,8 @@ public struct Dom0 {
     /// `quirks` store (spec §1.9): checks in the kernel's order.
     public mutating func addQuirk(input: [UInt8]) throws(Errno) {
         let request = try PcibackGrammar.quirk(input)
-        if request.register > 0xfff || request.register < 0 { throw .invalidArgument }
+        // REG is an int: 0x80000000 and above are negative and pass this check (spec §1.3).
+        if request.register > 0xfff { throw .invalidArgument }
         if request.size < 4 && request.size >= 0 {
             let limit = UInt32(1) << (8 * UInt32(request.size))
             if UInt32(bitPattern: request.mask) >= limit && request.size < 4 { throw .invalidArgument }
@@ -412,7 +413,8 @@ public struct Dom0 {
               pcibackDevices.contains(address), deviceData[address] != nil
         else { throw .noSuchDevice }
         guard [1, 2, 4].contains(request.size) else { throw .invalidArgument }
-        let offset = Int(request.register)
+        // The field's offset is unsigned: a negative REG lands far beyond any guest access.
+        let offset = Int(UInt32(bitPattern: request.register))
         if deviceData[address]!.fields.contains(where: { $0.offset == offset }) { return }
         deviceData[address]!.fields.append(
             ConfigField(offset: offset, size: Int(request.size), mask: UInt32(bitPattern: request.mask), kind: .quirk))
@@ -489,10 +491,11 @@ public struct Dom0 {
             if device.kernelMSIXEnabled { device.disableMSIX() }
             if device.kernelMSIEnabled { device.disableMSI() }
             if device.isEnabled { device.disableDevice() }
-            device.setBusMaster(false)
+            // Only the kernel's flag: PCI_COMMAND is not touched, so a snapshot's MASTER stays.
+            device.isBusmaster = false
         } else if device.command & PCICommand.invalidate != 0 {
             device.clearMemoryWriteInvalidate()
-            device.setBusMaster(false)
+            device.isBusmaster = false
         }
     }
 
@@ -655,16 +658,8 @@ public struct Dom0 {
             doomed.append(current)
         }
         collect(address)
-        // A PF's VFs go with it (its driver's remove disables SR-IOV).
-        for pf in doomed where sriov[pf] != nil {
-            for vf in sriov[pf]!.virtualFunctions.reversed() {
-                if owners[vf] != nil { removeExport(vf) }
-                releaseDriver(vf)
-            }
-            machine.remove(sriov[pf]!.virtualFunctions)
-            sriov[pf]!.virtualFunctions = []
-            sriov[pf]!.numVFs = 0
-        }
+        // A PF's VFs go with it (its driver's remove disables SR-IOV: VFs, VF Enable, NumVFs).
+        for pf in doomed where sriov[pf] != nil { disableSRIOV(pf) }
         for target in doomed {
             if owners[target] != nil { removeExport(target) }
             releaseDriver(target)

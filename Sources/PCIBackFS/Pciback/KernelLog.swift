@@ -1,10 +1,10 @@
 /// The kernel's messages as pciback and the PCI core print them (`dev_warn` prefixes the
 /// driver and device names), kept in a bounded ring for tools that grep for them.
 public struct KernelLog: Sendable, Equatable {
-    public private(set) var lines: [String] = []
+    public internal(set) var lines: [String] = []
     public let capacity: Int
     /// Lines dropped off the front so far (so readers can tell the ring wrapped).
-    public private(set) var dropped = 0
+    public internal(set) var dropped = 0
 
     public init(capacity: Int = 1024) { self.capacity = capacity }
 

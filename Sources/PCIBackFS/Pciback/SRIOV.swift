@@ -29,6 +29,14 @@ extension Dom0 {
     /// window assignment, the NumVFs sweep ending at 0. A device that fails a check is simply
     /// not a PF (no sriov_* files).
     mutating func initializeSRIOV() {
+        // Memory the machine already decodes; VF BAR windows are placed around it.
+        var used: [ClosedRange<UInt64>] = []
+        for address in machine.order {
+            guard let device = machine[address] else { continue }
+            for case let bar? in device.bars where bar.kind.isMemory && bar.address != 0 {
+                used.append(bar.address...(bar.address + bar.size - 1))
+            }
+        }
         for address in machine.order {
             guard let device = machine[address], device.isPCIExpress, device.configSize == 4096,
                   let capability = SRIOVCapability(device) else { continue }
@@ -40,8 +48,12 @@ extension Dom0 {
             device.hardwareWrite(base + R.control, width: 2, value: 0)
             let total = UInt16(capability.read(device, R.totalVFs, width: 2))
             guard total > 0 else { continue }
-            guard capability.read(device, R.supportedPageSizes, width: 4) & 1 != 0 else { continue }
-            device.hardwareWrite(base + R.systemPageSize, width: 4, value: 1)
+            // The smallest supported page size of at least PAGE_SIZE (4 KiB on x86: every bit).
+            let supported = capability.read(device, R.supportedPageSizes, width: 4)
+            guard supported != 0 else { continue }
+            device.hardwareWrite(base + R.systemPageSize, width: 4, value: supported & (~supported &+ 1))
+            // Firmware's VF BAR addresses, read before sizing (which restores them).
+            let firmware = capability.virtualFunctionBARAddresses(device)
             let vfBARs = capability.virtualFunctionBARs(device)
             guard vfBARs.allSatisfy({ $0.size % 4096 == 0 }) else { continue }
             // Offsets and strides for every NumVFs must be usable.
@@ -62,19 +74,11 @@ extension Dom0 {
                 vfDeviceID: UInt16(capability.read(device, R.vfDeviceID, width: 2)),
                 migrationCapable: capability.read(device, R.capabilities, width: 4) & SRIOVCapability.vfMigrationCapable != 0)
             // Window assignment: each VF BAR i gets size x TotalVFs, written into the VF BAR.
-            var cursor: UInt64 = 0x40_0000_0000 + UInt64(routingID(address)) << 24
-            var cursor32: UInt64 = 0xd000_0000 + UInt64(routingID(address) & 0xff) << 20
             for bar in vfBARs {
                 let span = bar.size * UInt64(total)
-                let alignment = max(bar.size, 4096)
-                let start: UInt64
-                if bar.kind.is64Bit {
-                    start = (cursor + alignment - 1) / alignment * alignment
-                    cursor = start + span
-                } else {
-                    start = (cursor32 + alignment - 1) / alignment * alignment
-                    cursor32 = start + span
-                }
+                let start = assignWindow(for: address, kind: bar.kind, size: bar.size, span: span,
+                                         firmware: firmware[bar.index] ?? 0, used: used)
+                used.append(start...(start + span - 1))
                 state.windows[bar.index] = BARDescriptor(kind: bar.kind, size: bar.size, address: start)
                 let register = base + R.vfBAR0 + 4 * bar.index
                 device.hardwareWrite(register, width: 4, value: UInt32(truncatingIfNeeded: start) | bar.kind.typeBits)
@@ -84,6 +88,51 @@ extension Dom0 {
             }
             sriov[address] = state
         }
+    }
+
+    /// Where the kernel's resource assignment puts a VF BAR window of `span` bytes aligned to the
+    /// per-VF `size` (`pci_sriov_resource_alignment`): firmware's address if it lies in the
+    /// upstream bridge's window and clashes with nothing; otherwise the first free range in
+    /// that window (a prefetchable BAR in the prefetchable window, any other memory BAR, 64-bit
+    /// or not, in the 32-bit memory window); if the window is full or there is no bridge, the
+    /// first free range of the host's MMIO hole (or, for 64-bit BARs, above 4 GiB).
+    private func assignWindow(for pf: PCIAddress, kind: BARDescriptor.Kind, size: UInt64, span: UInt64, firmware: UInt64,
+                              used: [ClosedRange<UInt64>]) -> UInt64 {
+        func free(_ start: UInt64) -> ClosedRange<UInt64>? {
+            let candidate = start...(start + span - 1)
+            return used.first { $0.overlaps(candidate) }
+        }
+        func firstFit(in window: ClosedRange<UInt64>) -> UInt64? {
+            var start = (window.lowerBound + size - 1) / size * size
+            while start <= window.upperBound, window.upperBound - start >= span - 1 {
+                guard let clash = free(start) else { return start }
+                start = (clash.upperBound + size) / size * size
+            }
+            return nil
+        }
+        var windows: [ClosedRange<UInt64>] = []
+        if let bridge = machine.parentBridge(of: pf).flatMap({ machine[$0] }) {
+            let config = bridge.config
+            let memoryBase = UInt64(config.read(PCIRegister.memoryBase, width: 2) & 0xfff0) << 16
+            let memoryLimit = UInt64(config.read(PCIRegister.memoryLimit, width: 2) & 0xfff0) << 16 | 0xfffff
+            let prefetchBase = UInt64(config.read(PCIRegister.prefetchBase, width: 2) & 0xfff0) << 16
+                | UInt64(config.read(PCIRegister.prefetchBaseUpper, width: 4)) << 32
+            let prefetchLimit = (UInt64(config.read(PCIRegister.prefetchLimit, width: 2) & 0xfff0) << 16 | 0xfffff)
+                | UInt64(config.read(PCIRegister.prefetchLimitUpper, width: 4)) << 32
+            if kind.isPrefetchable, prefetchBase <= prefetchLimit, kind.is64Bit || prefetchLimit <= 0xffff_ffff {
+                windows.append(prefetchBase...prefetchLimit)
+            }
+            if memoryBase <= memoryLimit { windows.append(memoryBase...memoryLimit) }
+        }
+        if firmware != 0, windows.contains(where: { $0.contains(firmware) && $0.upperBound - firmware >= span - 1 }),
+           firmware % size == 0, free(firmware) == nil {
+            return firmware
+        }
+        for window in windows {
+            if let start = firstFit(in: window) { return start }
+        }
+        if let start = firstFit(in: 0xc000_0000...0xfebf_ffff) { return start }
+        return firstFit(in: 0x40_0000_0000...0xffff_ffff_ffff) ?? 0x40_0000_0000
     }
 
     private func routingID(_ address: PCIAddress) -> Int { Int(address.bus) << 8 | Int(address.devfn) }
@@ -113,19 +162,30 @@ extension Dom0 {
             log.device(address, "driver does not support SR-IOV configuration via sysfs", driver: "pci")
             throw .noSuchFileOrDirectory
         }
-        if assignedVirtualFunctions(of: address) > 0 {
-            log.device(address, "Cannot modify SR-IOV while VFs are assigned", driver: driver)
-            throw .operationNotPermitted
-        }
         if count == 0 {
-            disableSRIOV(address)
+            try configureSRIOV(address, driver: driver, count: 0, state: &state)
             return
         }
         if state.numVFs != 0 {
             log.device(address, "\(state.numVFs) VFs already enabled. Disable before enabling \(count) VFs", driver: "pci")
             throw .resourceBusy
         }
-        try enableSRIOV(address, count: count, state: &state)
+        try configureSRIOV(address, driver: driver, count: count, state: &state)
+    }
+
+    /// The PF driver's `sriov_configure`, as `pci_sriov_configure_simple` behaves: nothing may
+    /// change while a VF is assigned (bound to pciback), then disable or enable.
+    private mutating func configureSRIOV(_ address: PCIAddress, driver: String, count: UInt16,
+                                         state: inout SRIOVState) throws(Errno) {
+        if assignedVirtualFunctions(of: address) > 0 {
+            log.device(address, "Cannot modify SR-IOV while VFs are assigned", driver: driver)
+            throw .operationNotPermitted
+        }
+        if count == 0 {
+            disableSRIOV(address)
+        } else {
+            try enableSRIOV(address, count: count, state: &state)
+        }
     }
 
     /// VFs of `pf` bound to pciback (pci_vfs_assigned).
@@ -142,35 +202,47 @@ extension Dom0 {
         }
         if count > state.totalVFs || (!state.migrationCapable && count > state.initialVFs) { throw .invalidArgument }
         // The last VF's bus must fit under the upstream bridge (cached offset and stride).
-        guard let last = virtualFunctionAddress(of: address, id: Int(count) - 1, offset: state.offset, stride: state.stride)
-        else { throw .outOfMemory }
-        let limit: Int
+        let range: ClosedRange<Int>
         if let bridge = machine.parentBridge(of: address).flatMap({ machine[$0] }) {
-            limit = Int(bridge.config.read(PCIRegister.subordinateBus, width: 1))
+            range = Int(address.bus)...max(Int(address.bus), Int(bridge.config.read(PCIRegister.subordinateBus, width: 1)))
         } else {
-            limit = Int(address.bus)
+            range = Int(address.bus)...Int(address.bus)
         }
-        if Int(last.bus) > limit {
-            log.device(address, "can't enable \(count) VFs (bus \(hex(last.bus, width: 2)) out of range of [bus \(hex(limit, width: 2))])",
+        let last = virtualFunctionAddress(of: address, id: Int(count) - 1, offset: state.offset, stride: state.stride)
+        if last == nil || Int(last!.bus) > range.upperBound {
+            let lastBus = (routingID(address) + Int(state.offset) + (Int(count) - 1) * Int(state.stride)) >> 8
+            let resource = range.count == 1 ? "[bus \(hex(range.lowerBound, width: 2))]"
+                : "[bus \(hex(range.lowerBound, width: 2))-\(hex(range.upperBound, width: 2))]"
+            log.device(address, "can't enable \(count) VFs (bus \(hex(lastBus, width: 2)) out of range of \(resource))",
                        driver: bindings[address] ?? "pci")
             throw .outOfMemory
         }
         // NumVFs, re-read offset and stride, then VF Enable and MSE in one write.
         pf.hardwareWrite(capability.offset + R.numVFs, width: 2, value: UInt32(count))
-        state.offset = UInt16(capability.read(pf, R.firstVFOffset, width: 2))
-        state.stride = UInt16(capability.read(pf, R.vfStride, width: 2))
+        let offset = UInt16(capability.read(pf, R.firstVFOffset, width: 2))
+        let stride = UInt16(capability.read(pf, R.vfStride, width: 2))
+        let addresses = (0..<Int(count)).map { virtualFunctionAddress(of: address, id: $0, offset: offset, stride: stride) }
+        if addresses.contains(where: { $0 == nil || Int($0!.bus) > range.upperBound || machine[$0!] != nil }) {
+            // What the device computes for this NumVFs clashes with a function that exists (or
+            // leaves the bus range): device_add fails, sriov_enable undoes its writes.
+            log.device(address, "SR-IOV: VF addresses for \(count) VFs clash with existing functions", driver: bindings[address] ?? "pci")
+            pf.hardwareWrite(capability.offset + R.numVFs, width: 2, value: 0)
+            state.offset = UInt16(capability.read(pf, R.firstVFOffset, width: 2))
+            state.stride = UInt16(capability.read(pf, R.vfStride, width: 2))
+            sriov[address] = state
+            throw .fileExists
+        }
+        state.offset = offset
+        state.stride = stride
         let control = UInt16(capability.read(pf, R.control, width: 2)) | SRIOVCapability.vfEnable | SRIOVCapability.vfMemorySpaceEnable
         pf.hardwareWrite(capability.offset + R.control, width: 2, value: UInt32(control))
         var created: [EmulatedDevice] = []
-        for id in 0..<Int(count) {
-            guard let vfAddress = virtualFunctionAddress(of: address, id: id, offset: state.offset, stride: state.stride),
-                  machine[vfAddress] == nil
-            else { continue }
+        for (id, vfAddress) in addresses.enumerated() {
             var bars: [BARDescriptor?] = Array(repeating: nil, count: 7)
             for (index, window) in state.windows {
                 bars[index] = BARDescriptor(kind: window.kind, size: window.size, address: window.address + window.size * UInt64(id))
             }
-            created.append(pf.makeVirtualFunction(at: vfAddress, index: id, vfDeviceID: state.vfDeviceID, bars: bars))
+            created.append(pf.makeVirtualFunction(at: vfAddress!, index: id, vfDeviceID: state.vfDeviceID, bars: bars))
         }
         machine.add(created)
         state.virtualFunctions = created.map(\.address)
@@ -189,6 +261,8 @@ extension Dom0 {
         for vf in state.virtualFunctions {
             if owners[vf] != nil || bindings[vf] != nil { releaseDriver(vf) }
         }
+        // The pci_dev structures are freed: a VF created again starts without an override.
+        for vf in state.virtualFunctions { try? setDriverOverride(vf, input: []) }
         machine.remove(state.virtualFunctions)
         let control = UInt16(capability.read(pf, R.control, width: 2)) & ~(SRIOVCapability.vfEnable | SRIOVCapability.vfMemorySpaceEnable)
         pf.hardwareWrite(capability.offset + R.control, width: 2, value: UInt32(control))
@@ -204,13 +278,14 @@ extension Dom0 {
     /// What happens to a PF's VFs when its driver lets go (spec sriov.md §5.4, §2.4): pciback's
     /// notifier first unbinds the VFs it holds that no guest owns; then the PF driver's remove
     /// disables SR-IOV unless VFs are still assigned (then the kernel warns and they stay).
+    /// `pci-pf-stub` has no remove callback: its VFs always stay.
     mutating func physicalFunctionDriverRemoval(_ address: PCIAddress) {
         guard var state = sriov[address] else { return }
         for vf in state.virtualFunctions where bindings[vf] == PCIDriver.pcibackName && owners[vf] == nil {
             releaseDriver(vf)
         }
         if state.numVFs > 0 {
-            if assignedVirtualFunctions(of: address) == 0 {
+            if bindings[address] != "pci-pf-stub", assignedVirtualFunctions(of: address) == 0 {
                 disableSRIOV(address)
             } else {
                 log.device(address, "driver left SR-IOV enabled after remove", driver: "pci")

@@ -59,9 +59,9 @@ public struct TraceRecord: Sendable, Equatable {
 /// A bounded ring of the newest verdicts.
 public struct TraceRing: Sendable {
     public let capacity: Int
-    private var storage: [TraceRecord] = []
-    private var start = 0
-    public private(set) var nextSequence: UInt64 = 1
+    var storage: [TraceRecord] = []
+    var start = 0
+    public internal(set) var nextSequence: UInt64 = 1
 
     public init(capacity: Int = 4096) { self.capacity = capacity }
 

@@ -64,8 +64,10 @@ extension Dom0 {
         case .bus(let attribute):
             switch attribute {
             case .driversProbe: try driversProbe(input: input)
-            case .driversAutoprobe: _ = try KernelNumbers.unsignedLong(input)
-            case .rescan: if try KernelNumbers.unsignedLong(input) != 0 { rescan() }
+            // `drivers_autoprobe_store` parses nothing: buf[0] == '0' turns autoprobe off, any other
+            // input on, and the count is returned. (The value is not modelled: it shows 1.)
+            case .driversAutoprobe: break
+            case .rescan: if try KernelNumbers.unsignedLongOrInvalid(input) != 0 { rescan() }
             case .uevent: try Dom0.checkUeventAction(input)
             }
         case .moduleParameter(let parameter):
@@ -88,22 +90,10 @@ extension Dom0 {
         }
     }
 
-    /// `param_set_bool`: 1/0, y/n, Y/N, on/off (a trailing newline allowed).
+    /// `param_set_bool` is `kstrtobool` on the C string: decided by its first one or two
+    /// characters (1/y/Y/t/T, 0/n/N/f/F, on/off in any case), trailing text ignored.
     static func parseBool(_ input: [UInt8]) throws(Errno) -> Bool {
-        var text = PcibackGrammar.cString(input)
-        if text.last == UInt8(ascii: "\n") { text.removeLast() }
-        switch String(decoding: text, as: UTF8.self) {
-        case "1", "y", "Y", "on", "ON", "On": return true
-        case "0", "n", "N", "off", "OFF", "Off": return false
-        default:
-            // kstrtobool looks at the first character (and the second for o/O).
-            guard let first = text.first else { throw .invalidArgument }
-            switch first {
-            case UInt8(ascii: "1"), UInt8(ascii: "y"), UInt8(ascii: "Y"): return true
-            case UInt8(ascii: "0"), UInt8(ascii: "n"), UInt8(ascii: "N"): return false
-            default: throw .invalidArgument
-            }
-        }
+        try kernelBool(PcibackGrammar.cString(input))
     }
 
     /// `attach` / `detach` input: "DOMID DDDD:BB:SS.F" (decimal domain id, kernel device name).

@@ -157,7 +157,7 @@ extension Dom0 {
             try setDriverOverride(address, input: input)
         case .msiBus, .brokenParityStatus, .d3coldAllowed:
             if attribute == .msiBus, !caller.isPrivileged { throw .operationNotPermitted }
-            _ = try KernelNumbers.unsignedLong(input)
+            _ = try KernelNumbers.unsignedLongOrInvalid(input)
         case .numaNode:
             guard caller.isPrivileged else { throw .operationNotPermitted }
             let node = try KernelNumbers.signedInt(input)
@@ -165,14 +165,14 @@ extension Dom0 {
         case .uevent:
             try Dom0.checkUeventAction(input)
         case .reset:
-            guard try KernelNumbers.unsignedLong(input) == 1 else { throw .invalidArgument }
+            guard try KernelNumbers.unsignedLongOrInvalid(input) == 1 else { throw .invalidArgument }
             device.saveState()
             try device.resetFunction()
             device.restoreState()
         case .remove:
-            if try KernelNumbers.unsignedLong(input) != 0 { removeDevice(address) }
+            if try KernelNumbers.unsignedLongOrInvalid(input) != 0 { removeDevice(address) }
         case .rescan:
-            if try KernelNumbers.unsignedLong(input) != 0 { rescan() }
+            if try KernelNumbers.unsignedLongOrInvalid(input) != 0 { rescan() }
         case .sriovNumVFs:
             try storeNumVFs(address, input: input)
         case .sriovDriversAutoprobe:
@@ -184,14 +184,56 @@ extension Dom0 {
         }
     }
 
-    /// The uevent store accepts a known action name (optionally followed by a UUID and
-    /// variables, which are not modelled).
+    /// The uevent stores (device, driver, bus) run `kobject_synth_uevent` on the written bytes
+    /// (a count, not a C string): one trailing newline or NUL is dropped, the first word must be
+    /// an action name exactly, and anything after its space must be a UUID optionally followed by
+    /// ` KEY=VALUE` pairs of alphanumerics (`kobject_action_args`). Else EINVAL. The synthetic
+    /// event itself has no effect on the tree.
     static func checkUeventAction(_ input: [UInt8]) throws(Errno) {
-        var text = PcibackGrammar.cString(input)
-        if text.last == UInt8(ascii: "\n") { text.removeLast() }
-        let action = String(decoding: text.prefix { $0 != UInt8(ascii: " ") }, as: UTF8.self)
-        guard ["add", "remove", "change", "move", "online", "offline", "bind", "unbind"].contains(action) else {
-            throw .invalidArgument
+        let actions = ["add", "remove", "change", "move", "online", "offline", "bind", "unbind"]
+        let bytes = dropTerminator(input[...])
+        guard !bytes.isEmpty else { throw .invalidArgument }
+        let space = bytes.firstIndex(of: UInt8(ascii: " "))
+        let action = bytes[..<(space ?? bytes.endIndex)]
+        guard actions.contains(where: { $0.utf8.elementsEqual(action) }) else { throw .invalidArgument }
+        // The arguments run to the end of the original count, and lose their own terminator.
+        if let space { try checkUeventArguments(dropTerminator(input[(space + 1)...])) }
+    }
+
+    private static func dropTerminator(_ bytes: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        guard let last = bytes.last, last == UInt8(ascii: "\n") || last == 0 else { return bytes }
+        return bytes.dropLast()
+    }
+
+    /// `kobject_action_args`: "UUID[ KEY=VALUE]...", each variable added to a 2048-byte uevent
+    /// environment of at most 64 entries (`add_uevent_var`; overflowing it is EINVAL here too).
+    private static func checkUeventArguments(_ bytes: ArraySlice<UInt8>) throws(Errno) {
+        let uuidLength = 36
+        guard bytes.count >= uuidLength else { throw .invalidArgument }
+        for (index, byte) in bytes.prefix(uuidLength).enumerated() {
+            let valid = [8, 13, 18, 23].contains(index) ? byte == UInt8(ascii: "-") : hexDigitValue(byte) != nil
+            guard valid else { throw .invalidArgument }
+        }
+        // The kernel's ctype: ASCII letters and digits, and the Latin-1 letters 0xc0...0xff.
+        func isAlphanumeric(_ byte: UInt8) -> Bool {
+            (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7a)
+                || (byte >= 0xc0 && byte != 0xd7 && byte != 0xf7)
+        }
+        var environmentBytes = "SYNTH_UUID=".utf8.count + uuidLength + 1
+        var variables = 1
+        var rest = bytes.dropFirst(uuidLength)
+        while let separator = rest.first {
+            guard separator == UInt8(ascii: " ") else { throw .invalidArgument }
+            rest = rest.dropFirst()
+            let key = rest.prefix { $0 != UInt8(ascii: "=") }
+            guard !key.isEmpty, key.allSatisfy(isAlphanumeric), key.count < rest.count else { throw .invalidArgument }
+            rest = rest.dropFirst(key.count + 1)
+            let value = rest.prefix { $0 != UInt8(ascii: " ") }
+            guard !value.isEmpty, value.allSatisfy(isAlphanumeric) else { throw .invalidArgument }
+            rest = rest.dropFirst(value.count)
+            environmentBytes += "SYNTH_ARG_=".utf8.count + key.count + value.count + 1
+            variables += 1
+            guard environmentBytes <= 2048, variables <= 64 else { throw .invalidArgument }
         }
     }
 }

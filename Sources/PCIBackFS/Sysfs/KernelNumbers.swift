@@ -8,6 +8,13 @@ enum KernelNumbers {
         return try parse(bytes)
     }
 
+    /// `if (kstrtoul(buf, 0, &val) < 0) return -EINVAL;`: the pci-sysfs stores (msi_bus,
+    /// broken_parity_status, d3cold_allowed, remove, rescan, reset, bus rescan) report every parse
+    /// failure, overflow included, as EINVAL rather than kstrtoul's own ERANGE.
+    static func unsignedLongOrInvalid(_ raw: [UInt8]) throws(Errno) -> UInt64 {
+        do { return try unsignedLong(raw) } catch { throw .invalidArgument }
+    }
+
     static func signedInt(_ raw: [UInt8]) throws(Errno) -> Int32 {
         var bytes = PcibackGrammar.cString(raw)[...]
         if bytes.last == UInt8(ascii: "\n") { bytes = bytes.dropLast() }

@@ -9,7 +9,7 @@ struct SysfsLayout {
     // MARK: - Resolution
 
     func node(at path: String) -> SysfsNode? {
-        if path.isEmpty { return .directory(static: true) }
+        if path.isEmpty { return .directory }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         switch parts[0] {
         case "bus": return busNode(Array(parts.dropFirst()))
@@ -21,22 +21,22 @@ struct SysfsLayout {
     }
 
     private func busNode(_ parts: [String]) -> SysfsNode? {
-        if parts.isEmpty { return .directory(static: true) }
+        if parts.isEmpty { return .directory }
         guard parts[0] == "pci" else { return nil }
-        if parts.count == 1 { return .directory(static: true) }
+        if parts.count == 1 { return .directory }
         switch parts[1] {
         case "devices":
-            if parts.count == 2 { return .directory(static: false) }
+            if parts.count == 2 { return .directory }
             guard parts.count == 3, let address = PCIAddress(kernelName: parts[2]), dom0.machine[address] != nil else { return nil }
             return .link("../../../" + dom0.machine.sysfsPath(of: address))
         case "drivers":
-            if parts.count == 2 { return .directory(static: true) }
+            if parts.count == 2 { return .directory }
             guard let driver = dom0.driver(named: parts[2]) else { return nil }
-            if parts.count == 3 { return .directory(static: false) }
+            if parts.count == 3 { return .directory }
             guard parts.count == 4 else { return nil }
             return driverEntry(driver.name, parts[3])
         case "slots":
-            return parts.count == 2 ? .directory(static: true) : nil
+            return parts.count == 2 ? .directory : nil
         default:
             guard parts.count == 2, let attribute = BusAttribute(rawValue: parts[1]) else { return nil }
             return .attribute(Attribute(kind: .bus(attribute), mode: attribute.mode))
@@ -65,9 +65,9 @@ struct SysfsLayout {
     }
 
     private func devicesNode(_ parts: [String]) -> SysfsNode? {
-        if parts.isEmpty { return .directory(static: true) }
+        if parts.isEmpty { return .directory }
         guard let members = dom0.machine.rootBuses[parts[0]] else { return nil }
-        if parts.count == 1 { return .directory(static: false) }
+        if parts.count == 1 { return .directory }
         // Walk the chain of device directories.
         var candidates = members
         var current: PCIAddress?
@@ -78,7 +78,7 @@ struct SysfsLayout {
             index += 1
         }
         guard let device = current else { return nil }
-        if index == parts.count { return .directory(static: false) }
+        if index == parts.count { return .directory }
         guard index == parts.count - 1 else { return nil }
         return deviceEntry(device, parts[index])
     }
@@ -126,11 +126,11 @@ struct SysfsLayout {
     }
 
     private func moduleNode(_ parts: [String]) -> SysfsNode? {
-        if parts.isEmpty { return .directory(static: true) }
+        if parts.isEmpty { return .directory }
         guard moduleNames().contains(parts[0]) else { return nil }
-        if parts.count == 1 { return .directory(static: true) }
+        if parts.count == 1 { return .directory }
         guard parts[0] == "xen_pciback", parts[1] == "parameters" else { return nil }
-        if parts.count == 2 { return .directory(static: true) }
+        if parts.count == 2 { return .directory }
         guard parts.count == 3, let parameter = ModuleParameter(rawValue: parts[2]) else { return nil }
         return .attribute(Attribute(kind: .moduleParameter(parameter), mode: parameter.mode))
     }
@@ -143,27 +143,27 @@ struct SysfsLayout {
     }
 
     private func fsNode(_ parts: [String]) -> SysfsNode? {
-        if parts.isEmpty { return .directory(static: true) }
+        if parts.isEmpty { return .directory }
         guard parts[0] == "pcibackfs" else { return nil }
-        if parts.count == 1 { return .directory(static: true) }
+        if parts.count == 1 { return .directory }
         if let control = ControlFile(rawValue: parts[1]), parts.count == 2 {
             return .attribute(Attribute(kind: .control(control), mode: control.mode))
         }
         guard parts[1] == "frontends" else { return nil }
-        if parts.count == 2 { return .directory(static: false) }
+        if parts.count == 2 { return .directory }
         guard let domain = UInt32(parts[2]), let frontend = dom0.frontends[domain], String(domain) == parts[2] else { return nil }
         let rest = Array(parts.dropFirst(3))
-        if rest.isEmpty { return .directory(static: false) }
+        if rest.isEmpty { return .directory }
         if rest == ["pci_op"] { return .attribute(Attribute(kind: .pciOperation(domain: domain), mode: 0o600)) }
         let prefix = ["bus", "pci", "devices"]
         guard rest.count <= 5, Array(rest.prefix(min(rest.count, 3))) == Array(prefix.prefix(min(rest.count, 3))) else {
             return nil
         }
-        if rest.count <= 3 { return .directory(static: false) }
+        if rest.count <= 3 { return .directory }
         guard let virtual = PCIAddress(kernelName: rest[3]),
               let export = frontend.exports.first(where: { $0.virtual == virtual })
         else { return nil }
-        if rest.count == 4 { return .directory(static: false) }
+        if rest.count == 4 { return .directory }
         if rest[4] == "config" { return .config(export.host, frontend: domain) }
         guard let attribute = DeviceAttribute(rawValue: rest[4]), DeviceAttribute.frontendSet.contains(attribute) else { return nil }
         return .attribute(Attribute(kind: .frontendDevice(domain: domain, host: export.host, attribute), mode: 0o444))

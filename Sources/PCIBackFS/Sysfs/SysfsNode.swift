@@ -1,6 +1,6 @@
 /// What a path in the tree is.
 enum SysfsNode: Equatable {
-    case directory(static: Bool)
+    case directory
     case link(String)
     case attribute(Attribute)
     /// A device's `config`; `frontend` set for a frontend view's copy (through the filter).

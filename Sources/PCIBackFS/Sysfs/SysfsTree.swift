@@ -17,13 +17,16 @@ public final class SysfsTree: FileSystemModel {
         var layout: SysfsLayout { SysfsLayout(dom0: dom0, options: options) }
     }
 
-    private let state: Mutex<State>
+    let state: Mutex<State>
     private let traceLog: TraceLog?
+    /// `--state`: every mutating access is recorded before its reply (StateJournal.swift).
+    let journal: StateJournal?
 
     /// `traceLog`: a file that receives every verdict as a JSON line.
-    public init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil) {
+    public init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil, journal: StateJournal? = nil) {
         state = Mutex(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
         self.traceLog = traceLog
+        self.journal = journal
     }
 
     /// Appends the verdicts recorded since the last call to the trace log, outside the lock.
@@ -44,20 +47,22 @@ public final class SysfsTree: FileSystemModel {
 
     // MARK: - Nodes and attributes
 
-    private static let staticCache = 3600.0
+    /// Every entry may be cached long: names never change meaning, and a store that makes entries
+    /// appear, vanish or change target returns their invalidations (see `store`). Symlink
+    /// targets are never cached (FUSE_CAP_CACHE_SYMLINKS stays off) and contents use direct_io.
+    private static let entryCacheSeconds = 3600.0
 
     private static func stat(_ node: SysfsNode, inode: Inode, dom0: Dom0) -> NodeStat {
         switch node {
-        case .directory(let isStatic):
-            return NodeStat(inode: inode, kind: .directory, mode: 0o755, size: 0, linkCount: 2,
-                            cacheSeconds: isStatic ? staticCache : 0)
+        case .directory:
+            return NodeStat(inode: inode, kind: .directory, mode: 0o755, size: 0, linkCount: 2, cacheSeconds: entryCacheSeconds)
         case .link(let target):
-            return NodeStat(inode: inode, kind: .symlink, mode: 0o777, size: target.utf8.count, cacheSeconds: 0)
+            return NodeStat(inode: inode, kind: .symlink, mode: 0o777, size: target.utf8.count, cacheSeconds: entryCacheSeconds)
         case .attribute(let attribute):
-            return NodeStat(inode: inode, kind: .regularFile, mode: attribute.mode, size: 4096, cacheSeconds: 0)
+            return NodeStat(inode: inode, kind: .regularFile, mode: attribute.mode, size: 4096, cacheSeconds: entryCacheSeconds)
         case .config(let address, _):
             return NodeStat(inode: inode, kind: .regularFile, mode: 0o644, size: dom0.device(address)?.configSize ?? 256,
-                            cacheSeconds: 0)
+                            cacheSeconds: entryCacheSeconds)
         }
     }
 
@@ -188,6 +193,7 @@ public final class SysfsTree: FileSystemModel {
 
     public func write(_ file: any OpenFile, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> WriteOutcome {
         guard let handle = file as? Handle else { throw .badFileDescriptor }
+        defer { journal?.commit() }
         switch handle.node {
         case .config(let address, let frontend):
             defer { if frontend != nil { flushTrace() } }
@@ -231,12 +237,13 @@ public final class SysfsTree: FileSystemModel {
         return accesses
     }
 
-    private func readConfig(_ address: PCIAddress, frontend: UInt32?, caller: Caller, offset: Int, size: Int) throws(Errno) -> [UInt8] {
+    func readConfig(_ address: PCIAddress, frontend: UInt32?, caller: Caller, offset: Int, size: Int) throws(Errno) -> [UInt8] {
         try state.withLock { state throws(Errno) -> [UInt8] in
             guard let device = state.dom0.device(address) else { throw .noSuchDevice }
             let limit = caller.isPrivileged ? device.configSize : (device.identity.layout == .cardbus ? 128 : 64)
             guard offset < limit, size > 0 else { return [] }
             let count = min(size, limit - offset)
+            let journaled = journal?.journalsRead(of: device, frontend: frontend) == true
             var bytes = [UInt8](repeating: 0, count: count)
             for access in SysfsTree.splitAccesses(offset: offset, count: count) {
                 var value: UInt32
@@ -252,11 +259,15 @@ public final class SysfsTree: FileSystemModel {
                     value >>= 8
                 }
             }
+            if journaled {
+                try journal?.append(.configRead(address: address, frontend: frontend, offset: offset, size: size,
+                                                uid: caller.uid, gid: caller.gid))
+            }
             return bytes
         }
     }
 
-    private func writeConfig(_ address: PCIAddress, frontend: UInt32?, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> Int {
+    func writeConfig(_ address: PCIAddress, frontend: UInt32?, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> Int {
         try state.withLock { state throws(Errno) -> Int in
             guard let device = state.dom0.device(address) else { throw .noSuchDevice }
             let limit = device.configSize
@@ -274,6 +285,8 @@ public final class SysfsTree: FileSystemModel {
                     state.dom0.hostWrite(address, offset: access.offset, width: access.width, value: value)
                 }
             }
+            try journal?.append(.configWrite(address: address, frontend: frontend, offset: offset,
+                                             bytes: Array(UnsafeRawBufferPointer(rebasing: data[0..<count]))))
             return count
         }
     }
@@ -296,16 +309,18 @@ public final class SysfsTree: FileSystemModel {
         }
     }
 
-    private func store(_ attribute: Attribute, input: [UInt8], handle: Handle) throws(Errno) -> [CacheInvalidation] {
+    func store(_ attribute: Attribute, input: [UInt8], handle: Handle) throws(Errno) -> [CacheInvalidation] {
         try state.withLock { state throws(Errno) -> [CacheInvalidation] in
             let before = state.dom0.topologyGeneration
             let entriesBefore = attribute.kind.mayChangeTopology ? state.layout.dynamicEntries() : [:]
-            if case .pciOperation(let domain) = attribute.kind {
-                let line = try state.dom0.performOperationLine(input, frontend: domain)
-                state.lastOperationResult[domain] = line
-                handle.results.withLock { $0.append(line) }
-            } else {
-                try state.dom0.store(attribute.kind, input: input, caller: handle.caller)
+            try StateJournal.recordingStore(journal, attribute.kind, input: input, caller: handle.caller) { () throws(Errno) in
+                if case .pciOperation(let domain) = attribute.kind {
+                    let line = try state.dom0.performOperationLine(input, frontend: domain)
+                    state.lastOperationResult[domain] = line
+                    handle.results.withLock { $0.append(line) }
+                } else {
+                    try state.dom0.store(attribute.kind, input: input, caller: handle.caller)
+                }
             }
             guard attribute.kind.mayChangeTopology, state.dom0.topologyGeneration != before else { return [] }
             return SysfsTree.invalidations(from: entriesBefore, to: state.layout.dynamicEntries(), inodes: state.inodes)
