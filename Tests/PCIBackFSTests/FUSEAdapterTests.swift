@@ -242,6 +242,7 @@ struct FUSEAdapterTests {
     func externalUnmount() throws {
         try withToyMount { mount throws in
             #expect(try readAll(mount.path("readonly")) == Array("hello\n".utf8))
+            #expect(mount.releasesSettle())
             #expect(umount2(mount.root, 0) == 0, "umount: \(Errno(errno))")
             #expect(mount.loop.waitUntilFinished(seconds: 3))
             #expect(mount.loop.termination == .unmounted)
@@ -267,6 +268,7 @@ struct FUSEAdapterTests {
         for target in ["the loop's thread", "another thread"] {
             try withToyMount(options: .init(maxThreads: 2, installsSignalHandlers: true)) { mount throws in
                 #expect(try readAll(mount.path("readonly")) == Array("hello\n".utf8))
+                #expect(mount.releasesSettle())
                 try #require(!FUSETestSupport.hasDefaultDisposition(signal), "libfuse did not install its handler")
                 if target == "another thread" {
                     // The handler runs there; the server's watcher has to wake the loop.
@@ -491,6 +493,11 @@ private struct ToyMount {
     let loop: LoopThread
 
     func path(_ relative: String) -> String { root + "/" + relative }
+
+    /// Waits until every opened file has been released (RELEASE is asynchronous).
+    func releasesSettle() -> Bool {
+        FUSETestSupport.poll(seconds: 2) { model.openFiles == 0 }
+    }
 }
 
 /// Mounts a fresh `ToyModel`, runs `body`, then tears down. A watchdog aborts the FUSE
@@ -529,8 +536,10 @@ private func withToyMount(
     }
 
     // close(2) sends RELEASE asynchronously: give it a moment, then every handle must be back.
-    // (This has to happen before exit(): libfuse drops requests it reads after the exit flag.)
-    #expect(FUSETestSupport.poll(seconds: 2) { model.openFiles == 0 }, "open/release not balanced")
+    // (Only while the loop runs: libfuse drops requests it reads after the exit flag is set.)
+    if !loop.isFinished {
+        #expect(mount.releasesSettle(), "open/release not balanced")
+    }
 
     // Teardown: ask the loop to stop; if it doesn't, force the kernel side away.
     server.exit()
@@ -581,6 +590,8 @@ private final class LoopThread: Sendable {
         FUSETestSupport.poll(seconds: seconds) { status.withLock { $0.ready || $0.finished } }
             && status.withLock { $0.ready }
     }
+
+    var isFinished: Bool { status.withLock { $0.finished } }
 
     func waitUntilFinished(seconds: Double) -> Bool {
         FUSETestSupport.poll(seconds: seconds) { status.withLock { $0.finished } }

@@ -24,7 +24,7 @@ func storeError(_ body: () throws -> Void) -> Errno? {
 }
 
 /// What a show callback produced, as text.
-func text(_ output: [UInt8]) -> String { String(decoding: output, as: UTF8.self) }
+func shown(_ output: [UInt8]) -> String { String(decoding: output, as: UTF8.self) }
 
 /// PV op error codes (pciif.h XEN_PCI_ERR_*, and the raw negative errnos passed through).
 enum OpError {

@@ -11,17 +11,18 @@ struct InterruptControlTests {}
 
 // MARK: - The table's vocabulary
 
-extension InterruptControlTests {
-    static let ok = OpError.success
-    static let denied = OpError.accessDenied
+private let ok = OpError.success
+private let denied = OpError.accessDenied
 
-    // MSI flags (64-bit, one vector) and MSI-X flags (table size 5) of fixture A.
-    static let msiOff: UInt16 = 0x0080
-    static let msiOn: UInt16 = 0x0081
-    static let msixOff: UInt16 = 0x0004
-    static let msixOn: UInt16 = 0x8004
-    static let msixOnMasked: UInt16 = 0xc004
-    static let msixMaskedOnly: UInt16 = 0x4004
+// MSI flags (64-bit, one vector) and MSI-X flags (table size 5) of fixture A.
+private let msiOff: UInt16 = 0x0080
+private let msiOn: UInt16 = 0x0081
+private let msixOff: UInt16 = 0x0004
+private let msixOn: UInt16 = 0x8004
+private let msixOnMasked: UInt16 = 0xc004
+private let msixMaskedOnly: UInt16 = 0x4004
+
+extension InterruptControlTests {
 
     /// The state the guest finds: hardware interrupt enables, the command shadow, the flags.
     struct Setup: Sendable, CustomStringConvertible {
@@ -574,10 +575,10 @@ extension InterruptControlTests {
         var fixture = try FixtureA(profile: profile)
         let builtInFields = fixture.data.fields
         let commandAtBind = fixture.hwCommand
-        #expect(text(fixture.dom0.allowInterruptControlText()) == "")
+        #expect(shown(fixture.dom0.allowInterruptControlText()) == "")
         try fixture.dom0.setAllowInterruptControl(input: bytes("03:00.0\n"))
         try fixture.dom0.setAllowInterruptControl(input: bytes("03:00.0\n"))
-        #expect(text(fixture.dom0.allowInterruptControlText()) == "0000:03:00.0\n")
+        #expect(shown(fixture.dom0.allowInterruptControlText()) == "0000:03:00.0\n")
         try fixture.dom0.setPermissive(input: bytes("03:00.0\n"))
         try fixture.dom0.addQuirk(input: bytes("03:00.0-a8:2:ffff\n"))
 
@@ -589,7 +590,7 @@ extension InterruptControlTests {
 
         try fixture.dom0.detach(domain: FixtureA.frontend, address: FixtureA.host)
         #expect(!fixture.data.allowInterruptControl)
-        #expect(text(fixture.dom0.allowInterruptControlText()) == "")
+        #expect(shown(fixture.dom0.allowInterruptControlText()) == "")
         #expect(fixture.data.permissive, "permissive survives a release")
         #expect(fixture.data.fields == builtInFields, "quirk fields are freed")
         #expect(fixture.hwMSIXFlags == FixtureA.msixFlagsAtBind)
@@ -597,6 +598,44 @@ extension InterruptControlTests {
         #expect(fixture.hwCommand == commandAtBind, "snapshot restored, device disabled")
         #expect(!fixture.device.isEnabled)
         #expect(fixture.data.commandShadow == 0x0407, "cmd->val is not reset on release")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:not acking:0\n", "fake ISR removed")
+    }
+
+    @Test("reset_device only forgets bus mastering: a never-enabled device keeps the snapshot's MASTER (§8.3)")
+    func releaseKeepsSnapshotMaster() throws {
+        // Firmware left bus mastering on; the bind snapshot (taken after the enable) has it.
+        var fixture = try FixtureA(prepare: { $0.hardwareWrite(PCIRegister.command, width: 2, value: 0x0004) })
+        #expect(fixture.data.savedState[PCIRegister.command] == 0x07)
+        #expect(fixture.hwCommand == 0x0003, "bind disabled the device it had enabled: MASTER cleared")
+        #expect(!fixture.device.isBusmaster)
+        // The guest never enables the device; release restores the snapshot and disables nothing.
+        try fixture.dom0.detach(domain: FixtureA.frontend, address: FixtureA.host)
+        #expect(fixture.hwCommand == 0x0007)
+        #expect(!fixture.device.isEnabled)
+        #expect(!fixture.device.isBusmaster)
+    }
+
+    @Test("a bridge bound to pciback loses MWI at bind, keeps its MASTER bit (§8.3)")
+    func bridgeReset() throws {
+        var fixture = try FixtureA()
+        let rootPort = try #require(fixture.dom0.device(FixtureA.rootPort))
+        try fixture.dom0.unbind(driver: "pcieport", input: bytes("0000:00:1c.0\n"))
+        rootPort.config.setWritable(PCIRegister.command, width: 2, mask: 0x0757)  // a bridge that implements MWI
+        rootPort.hardwareWrite(PCIRegister.command, width: 2, value: 0x0017)
+        try fixture.dom0.newSlot(input: bytes("0000:00:1c.0\n"))
+        try fixture.dom0.bind(driver: PCIDriver.pcibackName, input: bytes("0000:00:1c.0\n"))
+        #expect(rootPort.command & PCICommand.invalidate == 0)
+        #expect(rootPort.command & PCICommand.master != 0, "only is_busmaster is cleared")
+        #expect(!rootPort.isBusmaster)
+        #expect(rootPort.isEnabled, "bridges are not disabled")
+    }
+
+    @Test("a release keeps the handled count")
+    func releaseKeepsHandled() throws {
+        var fixture = try FixtureA()
+        fixture.dom0.deviceData[FixtureA.host]!.handledInterrupts = 7
+        try fixture.releaseAndReattach()
+        #expect(fixture.data.handledInterrupts == 7)
     }
 
     @Test("after a release the next guest needs allow_interrupt_control again", arguments: profilesWithControl)
@@ -619,8 +658,8 @@ extension InterruptControlTests {
         try fixture.dom0.setAllowInterruptControl(input: bytes("03:00.0\n"))
         try fixture.dom0.setPermissive(input: bytes("03:00.0\n"))
         try fixture.dom0.unbind(driver: PCIDriver.pcibackName, input: bytes("0000:03:00.0\n"))
-        #expect(text(fixture.dom0.allowInterruptControlText()) == "")
-        #expect(text(fixture.dom0.permissiveText()) == "")
+        #expect(shown(fixture.dom0.allowInterruptControlText()) == "")
+        #expect(shown(fixture.dom0.permissiveText()) == "")
         #expect(fixture.dom0.deviceData[FixtureA.host] == nil)
     }
 
@@ -635,5 +674,154 @@ extension InterruptControlTests {
         // An MSI flags write is an unhandled write: the one-time warning is logged.
         #expect(fixture.write(FixtureA.msiFlags, size: 2, UInt32(msiOn)) == ok)
         #expect(fixture.dom0.log.lines.contains { $0.contains("read-only configuration space field at offset 0x52, size 2") })
+    }
+}
+
+// MARK: - §3.5 unbind while a guest owns the device
+
+extension InterruptControlTests {
+    @Test("unbind while attached: four warnings, forced release, the guest loses the device")
+    func unbindWhileAttached() throws {
+        var fixture = try FixtureA()
+        let commandAtBind = fixture.hwCommand
+        try fixture.dom0.setAllowInterruptControl(input: bytes("03:00.0\n"))
+        #expect(fixture.write(PCIRegister.command, size: 2, 0x0407) == ok)
+        #expect(fixture.write(FixtureA.msiFlags, size: 2, UInt32(msiOn)) == ok)
+        try fixture.dom0.unbind(driver: PCIDriver.pcibackName, input: bytes("0000:03:00.0\n"))
+        #expect(fixture.dom0.log.lines.filter { $0.contains("******") }.count == 4)
+        #expect(fixture.dom0.owners[FixtureA.host] == nil)
+        #expect(fixture.dom0.frontends[FixtureA.frontend] == nil)
+        #expect(fixture.read(0x00, size: 4).err == OpError.deviceNotFound)
+        #expect(fixture.hwMSIFlags == msiOff)
+        #expect(fixture.hwCommand == commandAtBind)
+        #expect(!fixture.device.isEnabled)
+        #expect(shown(fixture.dom0.quirksText()) == "")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "")
+    }
+}
+
+// MARK: - §8.2 / §8.3 the PV frontend's MSI ops and the fake INTx handler
+
+extension InterruptControlTests {
+    static func enableMSIX(_ fixture: inout FixtureA, vectors: UInt32, entries: [UInt16]) -> PCIOperationResult {
+        fixture.dom0.perform(
+            PCIOperation(command: PCIOperation.Command.enableMSIX.rawValue, devfn: 0, value: vectors,
+                         entries: entries.map { PCIOperation.MSIXEntry(entry: $0, vector: 0) }),
+            frontend: FixtureA.frontend)
+    }
+
+    static func irqHandlers(_ fixture: FixtureA) -> String { shown(fixture.dom0.irqHandlersText()) }
+
+    @Test("enable_msi / disable_msi: -5 on any refusal, ack_intr off while MSI is on")
+    func pvMSI() throws {
+        var fixture = try FixtureA()
+        #expect(fixture.write(PCIRegister.command, size: 2, 0x0007) == ok)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:acking:0\n")
+
+        let enable = fixture.op(.enableMSI)
+        #expect(enable.error == 0)
+        #expect(enable.value != 0 && enable.value == fixture.device.msiIRQ)
+        #expect(fixture.device.kernelMSIEnabled)
+        #expect(fixture.hwMSIFlags & MSIRegister.enable != 0)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:not acking:0\n")
+
+        let again = fixture.op(.enableMSI, value: 7)
+        #expect(again.error == -5)
+        #expect(again.value == 0)
+        let msix = Self.enableMSIX(&fixture, vectors: 1, entries: [0])
+        #expect(msix.error == -Errno.noSuchDeviceOrAddress.rawValue)
+        #expect(!fixture.device.kernelMSIXEnabled)
+
+        let disable = fixture.op(.disableMSI)
+        #expect(disable.error == 0)
+        #expect(disable.value == FixtureA.irq)
+        #expect(!fixture.device.kernelMSIEnabled)
+        #expect(fixture.hwMSIFlags & MSIRegister.enable == 0)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:acking:0\n")
+        #expect(fixture.op(.disableMSI).error == 0)
+    }
+
+    @Test("enable_msi while the kernel has MSI-X: -5")
+    func pvMSIWhileMSIX() throws {
+        var fixture = try FixtureA()
+        #expect(fixture.write(PCIRegister.command, size: 2, 0x0007) == ok)
+        #expect(Self.enableMSIX(&fixture, vectors: 2, entries: [0, 1]).error == 0)
+        let result = fixture.op(.enableMSI)
+        #expect(result.error == -5)
+        #expect(result.value == 0)
+        #expect(!fixture.device.kernelMSIEnabled)
+    }
+
+    @Test("enable_msix: checks in order, vectors on success, ack_intr off even when the PCI core fails")
+    func pvMSIX() throws {
+        var fixture = try FixtureA()
+        #expect(fixture.write(PCIRegister.command, size: 2, 0x0007) == ok)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:acking:0\n")
+
+        let tooMany = Self.enableMSIX(&fixture, vectors: 129, entries: Array(0..<129).map(UInt16.init))
+        #expect(tooMany.error == -Errno.invalidArgument.rawValue)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:acking:0\n", "early refusals leave ack_intr")
+
+        fixture.hwWrite(PCIRegister.command, 2, UInt32(fixture.hwCommand & ~PCICommand.memory))
+        #expect(Self.enableMSIX(&fixture, vectors: 1, entries: [0]).error == -Errno.noSuchDeviceOrAddress.rawValue)
+        fixture.hwWrite(PCIRegister.command, 2, UInt32(fixture.hwCommand | PCICommand.memory))
+
+        // The table has 5 entries: entry 7 makes pci_enable_msix_exact fail.
+        let failed = Self.enableMSIX(&fixture, vectors: 1, entries: [7])
+        #expect(failed.error < 0)
+        #expect(!fixture.device.kernelMSIXEnabled)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:not acking:0\n")
+
+        let ok = Self.enableMSIX(&fixture, vectors: 2, entries: [0, 3])
+        #expect(ok.error == 0)
+        #expect(ok.entries.map(\.entry) == [0, 3])
+        #expect(ok.entries.allSatisfy { $0.vector != 0 })
+        #expect(fixture.device.kernelMSIXEnabled)
+        #expect(fixture.hwMSIXFlags & MSIXRegister.enable != 0)
+        #expect(Self.enableMSIX(&fixture, vectors: 1, entries: [0]).error == -Errno.alreadyInProgress.rawValue)
+
+        let disable = fixture.op(.disableMSIX)
+        #expect(disable.error == 0)
+        #expect(disable.value == FixtureA.irq)
+        #expect(!fixture.device.kernelMSIXEnabled)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:on:acking:0\n")
+    }
+
+    @Test("no fake INTx handler while the kernel has MSI enabled")
+    func noISRWithKernelMSI() throws {
+        var fixture = try FixtureA()
+        #expect(fixture.op(.enableMSI).error == 0)
+        #expect(fixture.write(PCIRegister.command, size: 2, 0x0007) == ok)
+        #expect(fixture.data.enableINTx)
+        #expect(Self.irqHandlers(fixture) == "0000:03:00.0:off:not acking:0\n")
+    }
+
+    struct LookupRow: Sendable, CustomTestStringConvertible {
+        var domain: UInt32
+        var bus: UInt32
+        var devfn: UInt32
+        var command: Int32
+        var error: Int32
+        var testDescription: String { "cmd \(command) at \(domain):\(bus) devfn 0x\(String(devfn, radix: 16)) → \(error)" }
+    }
+
+    @Test("device lookup on the virtual bus and unknown commands", arguments: [
+        LookupRow(domain: 0, bus: 0, devfn: 0x00, command: 0, error: 0),
+        LookupRow(domain: 0, bus: 0, devfn: 0x100, command: 0, error: 0),  // high devfn bits ignored
+        LookupRow(domain: 0, bus: 0, devfn: 0x08, command: 0, error: OpError.deviceNotFound),
+        LookupRow(domain: 0, bus: 0, devfn: 0x01, command: 0, error: OpError.deviceNotFound),
+        LookupRow(domain: 0, bus: 3, devfn: 0x00, command: 0, error: OpError.deviceNotFound),
+        LookupRow(domain: 1, bus: 0, devfn: 0x00, command: 0, error: OpError.deviceNotFound),
+        LookupRow(domain: 0, bus: 0, devfn: 0x00, command: 6, error: OpError.notImplemented),
+        LookupRow(domain: 0, bus: 0, devfn: 0x00, command: 9, error: OpError.notImplemented),
+        LookupRow(domain: 0, bus: 0, devfn: 0x00, command: 42, error: OpError.notImplemented),
+    ])
+    func lookup(_ row: LookupRow) throws {
+        var fixture = try FixtureA()
+        let result = fixture.dom0.perform(
+            PCIOperation(command: row.command, domain: row.domain, bus: row.bus, devfn: row.devfn, offset: 0, size: 2),
+            frontend: FixtureA.frontend)
+        #expect(result.error == row.error)
+        if row.error == 0 { #expect(result.value == 0x8086) }
     }
 }

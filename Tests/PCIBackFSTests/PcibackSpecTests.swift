@@ -19,11 +19,11 @@ struct SysfsCases {
     @Test("case 1: new_slot 0000:03:00.0 lists it once; the same id again changes nothing")
     func case1() throws {
         var dom0 = try FixtureA.makeUnboundDom0()
-        #expect(text(dom0.slotsText()) == "")
+        #expect(shown(dom0.slotsText()) == "")
         #expect(storeError { try dom0.newSlot(input: bytes("0000:03:00.0\n")) } == nil)
-        #expect(text(dom0.slotsText()) == "0000:03:00.0\n")
+        #expect(shown(dom0.slotsText()) == "0000:03:00.0\n")
         #expect(storeError { try dom0.newSlot(input: bytes("0000:03:00.0\n")) } == nil)
-        #expect(text(dom0.slotsText()) == "0000:03:00.0\n")
+        #expect(shown(dom0.slotsText()) == "0000:03:00.0\n")
         // Nothing is bound by new_slot.
         #expect(dom0.driverName(of: FixtureA.host) == nil)
     }
@@ -47,7 +47,7 @@ struct SysfsCases {
     func case2(_ row: Wildcard) throws {
         var dom0 = try FixtureA.makeUnboundDom0()
         #expect(storeError { try dom0.newSlot(input: bytes(row.input)) } == nil)
-        let output = text(dom0.slotsText())
+        let output = shown(dom0.slotsText())
         #expect(output.hasSuffix("\n"))
         let lines = output.split(separator: "\n").map(String.init)
         #expect(lines.count == row.lines)
@@ -102,10 +102,10 @@ struct SysfsCases {
         switch row.outcome {
         case .rejected(let errno):
             #expect(error == errno)
-            #expect(text(dom0.slotsText()) == "", "a rejected write adds nothing")
+            #expect(shown(dom0.slotsText()) == "", "a rejected write adds nothing")
         case .accepted(let slots):
             #expect(error == nil)
-            #expect(text(dom0.slotsText()) == slots)
+            #expect(shown(dom0.slotsText()) == slots)
         }
     }
 
@@ -118,7 +118,7 @@ struct SysfsCases {
         #expect(storeError { try dom0.removeSlot(input: bytes("0000:09:00.0\n")) } == .noSuchFileOrDirectory)
         #expect(storeError { try dom0.removeSlot(input: bytes("0000:100:00.0\n")) } == .noSuchFileOrDirectory)
         #expect(storeError { try dom0.removeSlot(input: bytes("03:*.*\n")) } == nil)
-        #expect(text(dom0.slotsText()) == "0000:04:00.0\n")
+        #expect(shown(dom0.slotsText()) == "0000:04:00.0\n")
         #expect(storeError { try dom0.removeSlot(input: bytes("03:*.*\n")) } == .noSuchFileOrDirectory)
         #expect(storeError { try dom0.removeSlot(input: bytes("garbage\n")) } == .invalidArgument)
     }
@@ -127,7 +127,7 @@ struct SysfsCases {
     func case4Bound() throws {
         var fixture = try FixtureA()
         #expect(storeError { try fixture.dom0.removeSlot(input: bytes("03:*.*\n")) } == nil)
-        #expect(text(fixture.dom0.slotsText()) == "")
+        #expect(shown(fixture.dom0.slotsText()) == "")
         #expect(fixture.dom0.isBoundToPciback(FixtureA.host))
     }
 
@@ -184,10 +184,10 @@ struct SysfsCases {
     @Test("case 6: permissive is idempotent, listed by name, warned about once, never cleared by a store")
     func case6() throws {
         var fixture = try FixtureA()
-        #expect(text(fixture.dom0.permissiveText()) == "")
+        #expect(shown(fixture.dom0.permissiveText()) == "")
         #expect(FlagAttribute.permissive.store(&fixture.dom0, "03:00.0\n") == nil)
         #expect(FlagAttribute.permissive.store(&fixture.dom0, "03:00.0\n") == nil)
-        #expect(text(fixture.dom0.permissiveText()) == "0000:03:00.0\n")
+        #expect(shown(fixture.dom0.permissiveText()) == "0000:03:00.0\n")
         let warnings = fixture.dom0.log.lines.filter {
             $0.contains("enabling permissive mode configuration space accesses!")
                 || $0.contains("permissive mode is potentially unsafe!")
@@ -195,9 +195,9 @@ struct SysfsCases {
         #expect(warnings.count == 2)
         // A guest release does not clear it either (§3.3); only unbind does.
         try fixture.releaseAndReattach()
-        #expect(text(fixture.dom0.permissiveText()) == "0000:03:00.0\n")
+        #expect(shown(fixture.dom0.permissiveText()) == "0000:03:00.0\n")
         try fixture.dom0.unbind(driver: PCIDriver.pcibackName, input: bytes("0000:03:00.0\n"))
-        #expect(text(fixture.dom0.permissiveText()) == "")
+        #expect(shown(fixture.dom0.permissiveText()) == "")
     }
 
     struct ModeRow: Sendable, CustomTestStringConvertible {
@@ -236,11 +236,11 @@ struct SysfsCases {
     @Test("case 8: irq_handlers before the guest enables the device; irq_handler_state toggles isr_on, not ack_intr")
     func case8() throws {
         var fixture = try FixtureA()
-        #expect(text(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:not acking:0\n")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:not acking:0\n")
         #expect(storeError { try fixture.dom0.toggleIRQHandlerState(input: bytes("03:00.0\n")) } == nil)
-        #expect(text(fixture.dom0.irqHandlersText()) == "0000:03:00.0:on:acking:0\n")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "0000:03:00.0:on:acking:0\n")
         #expect(storeError { try fixture.dom0.toggleIRQHandlerState(input: bytes("03:00.0\n")) } == nil)
-        #expect(text(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:acking:0\n")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:acking:0\n")
     }
 }
 
@@ -292,14 +292,14 @@ struct QuirkCases {
         #expect(fixture.hw(0xa8, 2) == original)
 
         #expect(storeError { try fixture.dom0.addQuirk(input: bytes("03:00.0-a8:2:ffff\n")) } == nil)
-        #expect(text(fixture.dom0.quirksText()) == Self.builtInFields + "\t\t000000a8:2:0000ffff\n")
+        #expect(shown(fixture.dom0.quirksText()) == Self.builtInFields + "\t\t000000a8:2:0000ffff\n")
 
         #expect(fixture.write(0xa8, size: 2, 0x2010) == 0)
         #expect(fixture.hw(0xa8, 2) == 0x2010, "the quirk makes the bytes handled: no permissive needed")
         #expect(!fixture.data.permissive)
 
         try fixture.releaseAndReattach()
-        #expect(text(fixture.dom0.quirksText()) == Self.builtInFields)
+        #expect(shown(fixture.dom0.quirksText()) == Self.builtInFields)
         #expect(fixture.hw(0xa8, 2) == original, "release restores the bind snapshot")
         #expect(fixture.write(0xa8, size: 2, 0x2010) == 0)
         #expect(fixture.hw(0xa8, 2) == original, "dropped again")
@@ -336,7 +336,7 @@ struct QuirkCases {
         let before = fixture.data.fields
         #expect(storeError { try fixture.dom0.addQuirk(input: bytes("03:00.0-10:4:0\n")) } == nil)
         #expect(fixture.data.fields == before)
-        #expect(text(fixture.dom0.quirksText()) == QuirkCases.builtInFields)
+        #expect(shown(fixture.dom0.quirksText()) == QuirkCases.builtInFields)
         // BAR0 keeps its behaviour: no pass-through to hardware.
         #expect(fixture.write(0x10, size: 4, 0x1234_0000) == 0)
         #expect(fixture.hw(0x10, 4) == 0xfebc_0000)
@@ -407,6 +407,15 @@ struct EngineCases {
         #expect(fixture.write(0x06, size: 2, 0xffff) == 0)
         #expect(fixture.hw(0x06, 2) == 0x8010)
         #expect(fixture.dom0.log.lines.filter { $0.contains("Driver tried to write") }.count == 1)
+        // warned_on_write survives a guest release; only unbind clears it (§3.1).
+        try fixture.releaseAndReattach()
+        #expect(fixture.write(0x06, size: 2, 0xffff) == 0)
+        #expect(fixture.dom0.log.lines.filter { $0.contains("Driver tried to write") }.count == 1)
+        try fixture.dom0.unbind(driver: PCIDriver.pcibackName, input: bytes("0000:03:00.0\n"))
+        try fixture.dom0.bind(driver: PCIDriver.pcibackName, input: bytes("0000:03:00.0\n"))
+        _ = try fixture.dom0.attach(domain: FixtureA.frontend, address: FixtureA.host)
+        #expect(fixture.write(0x06, size: 2, 0xffff) == 0)
+        #expect(fixture.dom0.log.lines.filter { $0.contains("Driver tried to write") }.count == 2)
     }
 
     enum PermissiveKind: String, Sendable, CaseIterable {
@@ -428,6 +437,8 @@ struct EngineCases {
         #expect(fixture.write(0x06, size: 2, 0xffff) == 0)
         #expect(fixture.hw(0x06, 2) == 0x0010, "RW1C bits cleared, CAP_LIST is read-only")
         #expect(!fixture.dom0.log.lines.contains { $0.contains("Driver tried to write") })
+        // The module parameter is not reflected in the attribute (§1.7).
+        #expect(shown(fixture.dom0.permissiveText()) == (kind == .device ? "0000:03:00.0\n" : ""))
     }
 
     @Test("case 13: permissive: a dword write at 0x04 runs the command field but never writes status",
@@ -570,7 +581,7 @@ struct CommandCases {
         #expect(fixture.hwCommand == 0x0007)
         #expect(fixture.guestCommand() == 0x0407)
         #expect(fixture.data.enableINTx)
-        #expect(text(fixture.dom0.irqHandlersText()) == "0000:03:00.0:on:acking:0\n")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "0000:03:00.0:on:acking:0\n")
 
         #expect(fixture.write(0x04, size: 2, 0x000f) == 0)
         #expect(fixture.hwCommand == 0x0007)
@@ -608,7 +619,7 @@ struct CommandCases {
         #expect(!fixture.device.isEnabled)
         #expect(!fixture.device.isBusmaster)
         #expect(!fixture.data.enableINTx)
-        #expect(text(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:not acking:0\n")
+        #expect(shown(fixture.dom0.irqHandlersText()) == "0000:03:00.0:off:not acking:0\n")
         #expect(fixture.guestCommand() == 0x0000)
     }
 }

@@ -117,7 +117,8 @@ public enum BuiltinMachine {
         builder.setBAR(0, .io, size: 256, address: 0xc000)
         builder.setBAR(1, .memory32, size: 256, address: 0xfebf_1000)
         builder.addPowerManagement(d1: true, d2: true, pmeSupport: 0x1f, noSoftReset: false)
-        builder.addVPD(contents: Array("\u{82}\u{10}\u{00}Realtek RTL8139C\u{78}".utf8))
+        // An identifier-string resource (tag 0x82, 16 bytes), then the end tag (0x78).
+        builder.addVPD(contents: [0x82, 0x10, 0x00] + Array("Realtek RTL8139C".utf8) + [0x78])
         return builder.build()
     }
 

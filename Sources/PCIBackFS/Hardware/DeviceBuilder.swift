@@ -325,9 +325,10 @@ public struct DeviceBuilder {
                                   vfDeviceID: UInt16, vfBARs: [(index: Int, kind: BARDescriptor.Kind, size: UInt64)]) -> Int {
         let cap = addExtendedCapability(ExtendedCapabilityID.sriov, version: 1, length: 0x40)
         config.store(cap + 0x04, width: 4, value: 0)                    // SR-IOV capabilities
-        config.setWritable(cap + 0x08, width: 2, mask: 0x001f)          // VF Enable, Migration, MSE, ARI hierarchy
+        config.setWritable(cap + 0x08, width: 2, mask: 0x0019)          // VF Enable, MSE, ARI hierarchy (no migration)
         config.store(cap + 0x0c, width: 2, value: UInt32(initialVFs))
         config.store(cap + 0x0e, width: 2, value: UInt32(totalVFs))
+        config.store(cap + 0x12, width: 1, value: UInt32(address.function))  // depends on itself: no dependency
         config.setWritable(cap + 0x10, width: 2, mask: 0xffff)          // NumVFs
         config.store(cap + 0x14, width: 2, value: UInt32(firstVFOffset))
         config.store(cap + 0x16, width: 2, value: UInt32(vfStride))

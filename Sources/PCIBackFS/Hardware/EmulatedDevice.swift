@@ -94,12 +94,28 @@ public final class EmulatedDevice {
         self.identity = identity ?? DeviceIdentity(
             vendor: UInt16(config.read(PCIRegister.vendorID, width: 2)),
             device: UInt16(config.read(PCIRegister.deviceID, width: 2)),
-            subsystemVendor: UInt16(config.read(PCIRegister.subsystemVendorID, width: 2)),
-            subsystemDevice: UInt16(config.read(PCIRegister.subsystemID, width: 2)),
+            subsystemVendor: EmulatedDevice.subsystemIDs(config).vendor,
+            subsystemDevice: EmulatedDevice.subsystemIDs(config).device,
             classCode: config.read(PCIRegister.revisionID, width: 4) >> 8,
             revision: UInt8(config.read(PCIRegister.revisionID, width: 1)),
             headerType: UInt8(config.read(PCIRegister.headerType, width: 1)),
             interruptPin: UInt8(config.read(PCIRegister.interruptPin, width: 1)))
+    }
+
+    /// Subsystem IDs as the kernel reads them: header registers for type 0, the Subsystem ID
+    /// capability (0x0d) for a bridge, none for CardBus.
+    static func subsystemIDs(_ config: ConfigSpace) -> (vendor: UInt16, device: UInt16) {
+        switch config.read(PCIRegister.headerType, width: 1) & 0x7f {
+        case 0:
+            return (UInt16(config.read(PCIRegister.subsystemVendorID, width: 2)), UInt16(config.read(PCIRegister.subsystemID, width: 2)))
+        case 1:
+            guard let (_, position) = CapabilityScanner.standardCapabilities(config).first(where: { $0.0 == 0x0d }) else {
+                return (0, 0)
+            }
+            return (UInt16(config.read(position + 4, width: 2)), UInt16(config.read(position + 6, width: 2)))
+        default:
+            return (0, 0)
+        }
     }
 
     public var configSize: Int { config.size }

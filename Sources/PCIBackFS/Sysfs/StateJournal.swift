@@ -453,8 +453,8 @@ extension AttributeKind {
 /// The open state of a daemon: the journal file it appends to, and the snapshot that the
 /// journal continues (after a compaction). Records are appended while the tree's lock is held
 /// (the tree calls `append` from inside its critical sections); `commit` runs after the lock
-/// is dropped: with `--fsync` it makes them durable before the reply, and now and then it
-/// compacts (see `compactIfDue`).
+/// is dropped and, with `--fsync`, makes them durable before the reply. When the journal has
+/// grown past `compactionBytes`, `append` starts a compaction on its own thread.
 ///
 /// Files: FILE (the journal), FILE.snapshot (the state after the first `base` records, when a
 /// compaction happened), FILE.next (a journal being started by a compaction; after a crash
@@ -488,6 +488,8 @@ public final class StateJournal: Sendable {
         var previousEnd = 0
         /// Off while the start-up replay runs: replayed operations are already in the files.
         var recording = false
+        /// A compaction thread was started and has not taken its snapshot yet.
+        var compactionScheduled = false
         var compacting = false
         /// A compaction failed: the files still chain correctly, so appending goes on, but no
         /// further compaction is attempted (it would start FILE.next afresh).
@@ -742,13 +744,13 @@ public final class StateJournal: Sendable {
     public var length: Int { appender.withLock { $0.length } }
 
     /// Whether a compaction is under way (its snapshot not yet durable).
-    public var isCompacting: Bool { appender.withLock { $0.compacting } }
+    public var isCompacting: Bool { appender.withLock { $0.compacting || $0.compactionScheduled } }
 
     // MARK: Appending (called with the tree's lock held)
 
     func append(_ record: JournalRecord) throws(Errno) {
-        try appender.withLock { appender throws(Errno) in
-            guard appender.recording else { return }
+        let compactionDue = try appender.withLock { appender throws(Errno) -> Bool in
+            guard appender.recording else { return false }
             guard !appender.failed else { throw .ioError }
             let frame = JournalFile.frame(record.payload)
             do {
@@ -763,7 +765,15 @@ public final class StateJournal: Sendable {
             appender.length += frame.count
             appender.total += frame.count
             appender.records += 1
+            guard !appender.compacting, !appender.compactionScheduled, !appender.compactionFailed,
+                  appender.length - appender.headerLength >= compactionBytes
+            else { return false }
+            appender.compactionScheduled = true
+            return true
         }
+        // The compaction needs the tree's lock, which this caller holds: it runs on its own
+        // thread, taking its snapshot as soon as the lock is free.
+        if compactionDue { Thread.detachNewThread { [self] in _ = compact(synchronously: true) } }
     }
 
     /// Whether a config read of `device` must be journaled: every frontend read (its verdict
@@ -787,25 +797,18 @@ public final class StateJournal: Sendable {
     }
 
     /// After the tree's lock is dropped, before the reply: with `--fsync`, every record written
-    /// so far reaches stable storage (one fdatasync covers concurrent writers' records); then,
-    /// when the journal has grown past `compactionBytes`, a compaction starts.
+    /// so far reaches stable storage (one fdatasync covers concurrent writers' records).
     func commit() {
-        if syncsEachRecord {
-            let target = appender.withLock { $0.total }
-            durable.withLock { durable in
-                guard durable < target else { return }
-                let (descriptor, previous, previousEnd, end) = appender.withLock {
-                    ($0.descriptor, $0.previous, $0.previousEnd, $0.total)
-                }
-                if let previous, durable < previousEnd { _ = fdatasync(previous) }
-                if fdatasync(descriptor) == 0 { durable = end }
+        guard syncsEachRecord else { return }
+        let target = appender.withLock { $0.total }
+        durable.withLock { durable in
+            guard durable < target else { return }
+            let (descriptor, previous, previousEnd, end) = appender.withLock {
+                ($0.descriptor, $0.previous, $0.previousEnd, $0.total)
             }
+            if let previous, durable < previousEnd { _ = fdatasync(previous) }
+            if fdatasync(descriptor) == 0 { durable = end }
         }
-        let due = appender.withLock { appender in
-            appender.recording && !appender.compacting && !appender.compactionFailed
-                && appender.length - appender.headerLength >= compactionBytes
-        }
-        if due { _ = compact(synchronously: false) }
     }
 
     // MARK: Compaction
@@ -822,6 +825,7 @@ public final class StateJournal: Sendable {
         guard let tree = tree.withLock({ $0.tree }) else { return "no tree" }
         let started: (StateSnapshot, Int32)? = tree.state.withLock { state -> (StateSnapshot, Int32)? in
             appender.withLock { appender -> (StateSnapshot, Int32)? in
+                appender.compactionScheduled = false
                 guard !appender.compacting, !appender.failed else { return nil }
                 let snapshot = StateSnapshot(state: state, sequence: appender.records, options: options)
                 let start = JournalFile.start(JournalHeader(version: PCIBackFSVersion.string, base: appender.records, options: options))
