@@ -1,11 +1,8 @@
-import Foundation
-import Testing
-
+// The mount tests drive Linux FUSE with glibc's calls; elsewhere they are not built.
 #if canImport(Glibc)
+import Foundation
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
+import Testing
 
 // The harness of the mount tests: it runs the real, built `pcibackfsd` on a fresh temporary
 // directory, waits until the tree is served, and always tears it down the way sshfs's test
@@ -304,6 +301,14 @@ enum Sys {
         }
     }
 
+    /// The errno stat(2) gives, or 0.
+    static func statError(_ path: String) -> Int32 {
+        switch fileStatus(path) {
+        case .success: return 0
+        case .failure(let error): return error.errno
+        }
+    }
+
     static func readlink(_ path: String) throws -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
         let count = Glibc.readlink(path, &buffer, buffer.count - 1)
@@ -388,6 +393,8 @@ final class DaemonMount: @unchecked Sendable {
             throw HarnessError("the daemon is not built: \(daemon) is missing; run `swift build` first")
         }
         workDirectory = Temporary.directory(prefix: "pcibackfs-mount")
+        // mkdtemp makes it 0700; other users (the non-root tests) must be able to reach the mount.
+        chmod(workDirectory, 0o755)
         let mountPoint = workDirectory + "/mnt"
         mkdir(mountPoint, 0o755)
         root = (try? Sys.realpath(mountPoint)) ?? mountPoint
@@ -566,3 +573,5 @@ enum Hex {
         return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
 }
+
+#endif

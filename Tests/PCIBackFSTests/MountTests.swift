@@ -1,11 +1,8 @@
-import Foundation
-import Testing
-
+// The mount tests drive Linux FUSE with glibc's calls; elsewhere they are not built.
 #if canImport(Glibc)
+import Foundation
 import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
+import Testing
 
 // Issue "pcibackfsd: mount the dom0 sysfs": the real daemon, mounted with FUSE, checked with
 // plain syscalls against what the kernel's sysfs does (spec clients.md §7, pciback.md §1).
@@ -109,6 +106,7 @@ struct MountTests {
                     Issue.record("lstat pciback/\(name) failed"); continue
                 }
                 #expect(info.st_mode & S_IFMT == S_IFREG, "pciback/\(name)")
+                #expect(info.st_size == 4096, "pciback/\(name): sysfs reports a page")
                 #expect(info.st_mode & 0o7777 == mode, "pciback/\(name): mode \(String(info.st_mode & 0o7777, radix: 8))")
             }
             let deviceModes: [(String, mode_t)] = [
@@ -184,6 +182,13 @@ struct MountTests {
             #expect(mount.libxlWrite(nic, "\(pciback)/unbind") == .writeFailed(ENODEV))
             #expect(mount.libxlWrite(nic, "bus/pci/drivers/8139too/unbind") == .writeFailed(ENODEV))
             #expect(mount.echo("0000:09:00.0\n", "bus/pci/drivers_probe") == .writeFailed(ENODEV))
+            // new_id / remove_id: too few fields, pciback's table already matching, no such id.
+            #expect(mount.echo("8086\n", "\(pciback)/new_id") == .writeFailed(EINVAL))
+            #expect(mount.echo("8086 10c9\n", "\(pciback)/new_id") == .writeFailed(EEXIST))
+            #expect(mount.echo("8086 10c9\n", "\(pciback)/remove_id") == .writeFailed(ENODEV))
+            // uevent takes an action name.
+            #expect(mount.echo("add\n", "\(pciback)/uevent") == .written(4))
+            #expect(mount.echo("bogus\n", "\(pciback)/uevent") == .writeFailed(EINVAL))
             // Not in the seize list: pciback's probe refuses.
             #expect(mount.libxlWrite(nic, "bus/pci/drivers/igb/unbind") == .written(12))
             #expect(mount.libxlWrite(nic, "\(pciback)/bind") == .writeFailed(ENODEV))
@@ -193,6 +198,12 @@ struct MountTests {
             #expect(mount.echo("0000:0a:1f.7\n", "\(pciback)/remove_slot") == .written(13))
             #expect(mount.libxlWrite(nic, "\(pciback)/new_slot") == .written(12))
             #expect(try mount.cat("\(pciback)/slots") == "0000:03:00.0\n")
+            // More than a page: the store sees the first 4096 bytes and fails with its own errno,
+            // or succeeds and write(2) returns 4096.
+            #expect(mount.echo(String(repeating: "x", count: 5000), "\(pciback)/bind", style: .plain) == .writeFailed(ENODEV))
+            #expect(mount.echo("0000:05:00.1" + String(repeating: " ", count: 4988), "\(pciback)/new_slot", style: .plain)
+                    == .written(4096))
+            #expect(try mount.cat("\(pciback)/slots") == "0000:03:00.0\n0000:05:00.1\n")
             // The daemon is still serving after all of that.
             #expect(try mount.cat("bus/pci/devices/\(nic)/vendor") == "0x8086\n")
         }
@@ -224,10 +235,11 @@ struct MountTests {
             #expect(try mount.cat("bus/pci/devices/\(nic)/driver_override") == "pciback\n")
             #expect(mount.echo("\n", "bus/pci/devices/\(nic)/driver_override", style: .plain) == .written(1))
             #expect(try mount.cat("bus/pci/devices/\(nic)/driver_override") == "(null)\n")
-            // A real shell: `echo x > attr` works and a refused store fails the command.
-            let ok = Subprocess.shell("echo 0000:03:00.1 > \"$1\"", [newSlot])
+            // A real shell: `echo x > attr` works and a refused store fails the command with the
+            // store's errno (bash prints strerror; dash would say "I/O error" for any failure).
+            let ok = Subprocess.run("bash", ["-c", "echo 0000:03:00.1 > \"$1\"", "bash", newSlot])
             #expect(ok.succeeded, "\(ok)")
-            let refused = Subprocess.shell("echo garbage > \"$1\"", [newSlot])
+            let refused = Subprocess.run("bash", ["-c", "echo garbage > \"$1\"", "bash", newSlot])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("Invalid argument"), "\(refused)")
             #expect(try mount.cat("\(pciback)/slots") == "0000:03:00.0\n0000:03:00.1\n")
@@ -318,6 +330,19 @@ struct MountTests {
             #expect(try Sys.configWrite(express, offset: 0x2c, width: 4, value: 0x1234_5678) == 4)  // read-only subsystem IDs
             #expect(try Sys.configRead(express, offset: 0x2c, width: 4) == 0xa03c_8086)
             #expect(try Sys.configWrite(conventionalConfig, offset: 256, width: 4, value: 0) == 0)
+            // Odd sizes are split into byte and word accesses: cache line size and latency timer
+            // (writable on a conventional function) take their bytes, BIST is left alone.
+            let fd = open(conventionalConfig, O_RDWR | O_CLOEXEC)
+            #expect(fd >= 0)
+            if fd >= 0 {
+                defer { close(fd) }
+                let three: [UInt8] = [0x10, 0x40, 0x00]
+                #expect(three.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, 3, 0x0c) } == 3)
+                #expect(try Sys.pread(fd: fd, offset: 0x0c, count: 2) == [0x10, 0x40])
+                // Clipped at the end of the space.
+                let zeros = [UInt8](repeating: 0, count: 300)
+                #expect(zeros.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, 300, 250) } == 6)
+            }
         }
     }
 
@@ -364,6 +389,10 @@ struct MountTests {
         try withDaemon(["--hide", "(0000:03:00.0)"]) { mount throws in
             #expect(mount.driver(of: nic) == "pciback")
             #expect(try mount.cat("\(pciback)/slots") == "0000:03:00.0\n")
+            #expect(try mount.cat("module/xen_pciback/parameters/hide") == "(0000:03:00.0)\n")
+            #expect(try mount.cat("module/xen_pciback/parameters/permissive") == "N\n")
+            let quirks = try mount.cat("\(pciback)/quirks").split(separator: "\n").prefix(3)
+            #expect(quirks == ["03:00.0", "\t8086:10c9:8086:a03c", "\t\t00000000:2:00000000"])
             #expect(mount.echo("1 \(nic)\n", "fs/pcibackfs/attach") == .written(15))
             let vbdf = "0000:00:00.0"
             let guestDevice = "fs/pcibackfs/frontends/1/bus/pci/devices/\(vbdf)"
@@ -438,8 +467,11 @@ struct MountTests {
             #expect(try mount.pciOp(1, "conf_read 00:00.0 0x0 3").err == -2)
             // No such virtual device: dev_not_found.
             #expect(try mount.pciOp(1, "conf_read 00:01.0 0x0 4").err == -1)
-            // MSI-X flag write without allow_interrupt_control: access_denied, hardware unchanged.
+            // The fake INTx handler: off until the guest enables the device (spec §10 cases 8, 18).
+            #expect(try mount.cat("\(pciback)/irq_handlers") == "0000:03:00.0:off:not acking:0\n")
             #expect(try mount.pciOp(1, "conf_write 00:00.0 0x4 2 0x407").err == 0)
+            #expect(try mount.cat("\(pciback)/irq_handlers") == "0000:03:00.0:on:acking:0\n")
+            // MSI-X flag write without allow_interrupt_control: access_denied, hardware unchanged.
             #expect(try mount.pciOp(1, "conf_write 00:00.0 0x62 2 0x8009").err == -3)
             #expect(try mount.hostConfig(nic, 0x62, 2) == 0x0009)
             // enable_msix through the PCI core (memory decoding is on now).
@@ -457,3 +489,5 @@ struct MountTests {
         }
     }
 }
+
+#endif

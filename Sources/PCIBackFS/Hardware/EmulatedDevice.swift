@@ -103,7 +103,7 @@ public final class EmulatedDevice {
     }
 
     /// Subsystem IDs as the kernel reads them: header registers for type 0, the Subsystem ID
-    /// capability (0x0d) for a bridge, none for CardBus.
+    /// capability (0x0d) for a bridge, 0x40/0x42 for CardBus.
     static func subsystemIDs(_ config: ConfigSpace) -> (vendor: UInt16, device: UInt16) {
         switch config.read(PCIRegister.headerType, width: 1) & 0x7f {
         case 0:
@@ -113,6 +113,8 @@ public final class EmulatedDevice {
                 return (0, 0)
             }
             return (UInt16(config.read(position + 4, width: 2)), UInt16(config.read(position + 6, width: 2)))
+        case 2:
+            return (UInt16(config.read(0x40, width: 2)), UInt16(config.read(0x42, width: 2)))
         default:
             return (0, 0)
         }
@@ -378,6 +380,25 @@ extension EmulatedDevice {
         // Write back with PME_Status as 0 so the RW1C bit is not cleared by the state change.
         let value = (pmcsr & ~(PMRegister.stateMask | PMRegister.pmeStatus)) | UInt16(state)
         hardwareWrite(pm + PMRegister.controlStatus, width: 2, value: UInt32(value))
+        // pci_power_up: D3hot -> D0 without No_Soft_Reset reset the function; the PCI core puts
+        // the BARs back (pci_restore_bars), so the function keeps its assigned addresses.
+        if pmcsr & PMRegister.stateMask == 3, state == 0, pmcsr & PMRegister.noSoftReset == 0 { restoreBARs() }
+    }
+
+    /// `pci_restore_bars`: every assigned BAR and the ROM back at its address (the ROM enable bit
+    /// as the reset left it).
+    private func restoreBARs() {
+        for index in 0..<6 {
+            guard let bar = bars[index], bar.address != 0 else { continue }
+            let offset = PCIRegister.bar(index)
+            config.store(offset, width: 4, value: UInt32(truncatingIfNeeded: bar.address) & ~0xf | bar.kind.typeBits)
+            if bar.kind.is64Bit { config.store(offset + 4, width: 4, value: UInt32(truncatingIfNeeded: bar.address >> 32)) }
+        }
+        if let rom = bars[6], rom.address != 0 {
+            let offset = identity.layout == .bridge ? PCIRegister.romAddressBridge : PCIRegister.romAddress
+            let enable = config.read(offset, width: 4) & 0x1
+            config.store(offset, width: 4, value: UInt32(truncatingIfNeeded: rom.address) & 0xffff_f800 | enable)
+        }
     }
 
     /// `pci_save_state`.
