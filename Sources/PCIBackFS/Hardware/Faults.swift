@@ -17,6 +17,21 @@ public struct DeviceFaults: Sendable, Equatable, Codable {
 
     public init() {}
 
+    private enum CodingKeys: String, CodingKey {
+        case resetFails, enableFails, lowPowerStatesRefused, msiEnableFails, msixEnableFails, configReadFails
+    }
+
+    /// A machine file names only the faults it arms; the rest are off.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        resetFails = try container.decodeIfPresent(Mode.self, forKey: .resetFails) ?? .off
+        enableFails = try container.decodeIfPresent(Mode.self, forKey: .enableFails) ?? .off
+        lowPowerStatesRefused = try container.decodeIfPresent(Mode.self, forKey: .lowPowerStatesRefused) ?? .off
+        msiEnableFails = try container.decodeIfPresent(Mode.self, forKey: .msiEnableFails) ?? .off
+        msixEnableFails = try container.decodeIfPresent(Mode.self, forKey: .msixEnableFails) ?? .off
+        configReadFails = try container.decodeIfPresent(Mode.self, forKey: .configReadFails) ?? .off
+    }
+
     /// Whether the fault fires now; a one-shot fault is consumed.
     public mutating func fire(_ path: WritableKeyPath<DeviceFaults, Mode>) -> Bool {
         switch self[keyPath: path] {

@@ -321,11 +321,10 @@ extension Dom0 {
     }
 
     public mutating func storeVFMSIXCount(_ address: PCIAddress, input: [UInt8]) throws(Errno) {
-        guard let vf = machine[address], let pf = vf.physicalFunction else { throw .noSuchFileOrDirectory }
+        guard machine[address]?.physicalFunction != nil else { throw .noSuchFileOrDirectory }
         let value = try? KernelNumbers.signedInt(input)
         guard let value, value >= 0 else { throw .invalidArgument }
-        // No modelled PF driver has sriov_set_msix_vec_count.
-        _ = bindings[pf]
+        // Whether or not the PF has a driver: no modelled PF driver has sriov_set_msix_vec_count.
         throw .notSupported
     }
 
