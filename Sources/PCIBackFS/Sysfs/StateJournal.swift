@@ -467,7 +467,7 @@ public final class StateJournal: Sendable {
     /// A compaction starts when the journal holds this many bytes of records.
     public let compactionBytes: Int
     /// `PCIBACKFS_STATE_COMPACT_BYTES` overrides it (tests, the crash test).
-    public static let defaultCompactionBytes = 1 << 20
+    public static let defaultCompactionBytes = 256 << 10
 
     var snapshotPath: String { path + ".snapshot" }
     var nextPath: String { path + ".next" }
@@ -520,6 +520,8 @@ public final class StateJournal: Sendable {
         /// The files do not have the settled form (a compaction was interrupted): compact
         /// right after the replay.
         var settle: Bool
+        /// Seconds spent reading and decoding the files.
+        var readSeconds = 0.0
     }
 
     public struct OpenError: Error, CustomStringConvertible {
@@ -554,7 +556,9 @@ public final class StateJournal: Sendable {
             throw OpenError(description: "another pcibackfsd holds it (flock on \(path).lock)")
         }
         do {
-            let (appender, pending) = try StateJournal.load(path: path, options: options)
+            let started = DispatchTime.now().uptimeNanoseconds
+            var (appender, pending) = try StateJournal.load(path: path, options: options)
+            pending.readSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
             self.appender = Mutex(appender)
             self.pending = Mutex(pending)
         } catch {
@@ -687,10 +691,12 @@ public final class StateJournal: Sendable {
         /// Replayed stores whose errno differed from the recorded one (the emulation changed).
         public var divergences: [String]
         public var seconds: Double
+        /// Reading and decoding the files (before `restore`).
+        public var readSeconds: Double = 0
         public var error: String?
 
         public var description: String {
-            var text = ""
+            var text = "read the state in \(String(format: "%.3f", readSeconds)) s, "
             if snapshotRecords > 0 { text += "restored a snapshot of \(snapshotRecords) records, " }
             text += "replayed \(records) records in \(String(format: "%.3f", seconds)) s"
             if droppedBytes > 0 { text += "; dropped a torn tail of \(droppedBytes) bytes (\(dropReason ?? "?"))" }
@@ -715,7 +721,7 @@ public final class StateJournal: Sendable {
         self.tree.withLock { $0.tree = tree }
         var report = RestoreReport(snapshotRecords: pending?.snapshot?.sequence ?? 0, records: 0,
                                    droppedBytes: pending?.droppedBytes ?? 0, dropReason: pending?.dropReason, divergences: [],
-                                   seconds: 0)
+                                   seconds: 0, readSeconds: pending?.readSeconds ?? 0)
         if let snapshot = pending?.snapshot {
             do {
                 try tree.state.withLock { state throws(StateSnapshot.RestoreError) in try snapshot.restore(into: &state) }

@@ -31,7 +31,9 @@ struct StateSnapshot: Codable, Sendable {
         var deviceData: [String: DeviceData]
         var owners: [String: UInt32]
         var frontends: [Frontend]
-        var trace: [TraceEntry]
+        /// The trace ring's records, oldest slot first, packed (JSON objects for 4096 records
+        /// would take most of a restart's time to decode).
+        var trace: Data
         var traceStart: Int
         var traceNextSequence: UInt64
         var sriov: [String: SRIOV]
@@ -188,7 +190,7 @@ extension StateSnapshot {
             frontends: dom0.frontends.values.sorted { $0.domain < $1.domain }.map { frontend in
                 Frontend(domain: frontend.domain, exports: frontend.exports.map { [key($0.virtual), key($0.host)] })
             },
-            trace: dom0.trace.storage.map(TraceEntry.init),
+            trace: TraceEntry.pack(dom0.trace.storage),
             traceStart: dom0.trace.start,
             traceNextSequence: dom0.trace.nextSequence,
             sriov: keyed(dom0.sriov).mapValues(SRIOV.init),
@@ -278,6 +280,53 @@ extension StateSnapshot.Field {
 }
 
 extension StateSnapshot.TraceEntry {
+    static func pack(_ records: [TraceRecord]) -> Data {
+        var encoder = JournalEncoder()
+        for record in records {
+            let entry = StateSnapshot.TraceEntry(record)
+            encoder.u64(entry.sequence)
+            encoder.u32(entry.domain)
+            encoder.address(record.device)
+            encoder.u32(UInt32(bitPattern: entry.operation))
+            encoder.u32(UInt32(bitPattern: entry.offset))
+            encoder.u32(UInt32(bitPattern: entry.size))
+            encoder.u32(entry.value)
+            encoder.u32(UInt32(bitPattern: entry.error))
+            let rule = entry.rule.map { Array($0.utf8) }
+            encoder.u8(rule == nil ? 0 : 1)
+            encoder.u32(UInt32(rule?.count ?? 0))
+            encoder.bytes += rule ?? []
+        }
+        return Data(encoder.bytes)
+    }
+
+    static func unpack(_ data: Data) -> [TraceRecord]? {
+        let bytes = [UInt8](data)
+        var decoder = JournalDecoder(bytes)
+        var records: [TraceRecord] = []
+        do {
+            while decoder.position < decoder.end {
+                let sequence = try decoder.u64()
+                let domain = try decoder.u32()
+                let device = try decoder.address()
+                let operation = Int32(bitPattern: try decoder.u32())
+                let offset = Int32(bitPattern: try decoder.u32())
+                let size = Int32(bitPattern: try decoder.u32())
+                let value = try decoder.u32()
+                let error = Int32(bitPattern: try decoder.u32())
+                let hasRule = try decoder.u8()
+                let ruleBytes = try decoder.raw(Int(try decoder.u32()))
+                let kind: TraceRecord.Operation = operation == -1 ? .configRead : operation == -2 ? .configWrite : .pciOp(operation)
+                records.append(TraceRecord(sequence: sequence, domain: domain, device: device, operation: kind, offset: offset,
+                                           size: size, value: value, error: error,
+                                           rule: hasRule != 0 ? String(decoding: ruleBytes, as: UTF8.self) : nil))
+            }
+        } catch {
+            return nil
+        }
+        return records
+    }
+
     init(_ record: TraceRecord) {
         sequence = record.sequence
         domain = record.domain
@@ -292,13 +341,6 @@ extension StateSnapshot.TraceEntry {
         value = record.value
         error = record.error
         rule = record.rule
-    }
-
-    var restored: TraceRecord? {
-        guard let address = PCIAddress(kernelName: device) else { return nil }
-        let kind: TraceRecord.Operation = operation == -1 ? .configRead : operation == -2 ? .configWrite : .pciOp(operation)
-        return TraceRecord(sequence: sequence, domain: domain, device: address, operation: kind, offset: offset, size: size,
-                           value: value, error: error, rule: rule)
     }
 }
 
@@ -501,7 +543,8 @@ extension StateSnapshot {
         }
         dom0.frontends = frontends
         var trace = TraceRing(capacity: dom0.trace.capacity)
-        trace.storage = saved.trace.compactMap(\.restored)
+        guard let storage = TraceEntry.unpack(saved.trace) else { throw .mismatch("the trace is malformed") }
+        trace.storage = storage
         trace.start = saved.traceStart
         trace.nextSequence = saved.traceNextSequence
         dom0.trace = trace
@@ -547,6 +590,10 @@ extension StateSnapshot {
         guard bytes.count - start == length, CRC32.checksum(bytes[start...]) == checksum else {
             throw StateJournal.OpenError(description: "\(path): damaged (length or checksum)")
         }
-        return try JSONDecoder().decode(StateSnapshot.self, from: Data(bytes[start...]))
+        do {
+            return try JSONDecoder().decode(StateSnapshot.self, from: Data(bytes[start...]))
+        } catch {
+            throw StateJournal.OpenError(description: "\(path): cannot be decoded (written by another version?): \(error)")
+        }
     }
 }
