@@ -524,7 +524,7 @@ struct StateJournalTests {
         #expect(stateLabels == ["dom0", "inodes", "lastOperationResult", "options", "traceLogged"])
         #expect(dom0Labels == ["bindings", "deviceData", "driverOverrides", "drivers", "frontends", "hideParameter", "log", "machine",
                                "nextMSIIRQ", "owners", "passthroughBackend", "pcibackDevices", "policy", "quirkRegistrations",
-                               "removedDevices", "seizeList", "sriov", "topologyGeneration", "trace"])
+                               "removedDevices", "seizeList", "sriov", "topologyGeneration", "trace", "tunables"])
         #expect(deviceLabels == ["address", "bars", "bootDriver", "capabilities", "config", "enableCount", "faults", "identity",
                                  "irq", "isBusmaster", "kernelMSIEnabled", "kernelMSIXEnabled", "label", "msiIRQ",
                                  "physicalFunction", "resetImage", "savedState", "upstreamBridge", "vpdContents"])

@@ -240,6 +240,11 @@ extension EmulatedDevice {
     /// The same function at another address: config, masks and reset image share storage with
     /// this one until either is written; the kernel-side state starts fresh.
     public func clone(at address: PCIAddress, irq: UInt32, bootDriver: String?) -> EmulatedDevice {
+        var config = self.config
+        // Firmware programs each function's own interrupt line (copying the bytes only when it differs).
+        if identity.layout != .cardbus, config.read(PCIRegister.interruptLine, width: 1) != irq & 0xff {
+            config.store(PCIRegister.interruptLine, width: 1, value: irq & 0xff)
+        }
         let copy = EmulatedDevice(address: address, config: config, resetImage: resetImage, identity: identity, bars: bars,
                                   irq: irq, bootDriver: bootDriver, label: label, vpd: vpdContents)
         copy.physicalFunction = physicalFunction

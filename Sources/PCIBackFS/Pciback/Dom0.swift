@@ -52,7 +52,8 @@ public struct Dom0 {
     public private(set) var hideParameter = ""
     public internal(set) var drivers: [PCIDriver] = []
     public internal(set) var bindings: [PCIAddress: String] = [:]
-    public internal(set) var driverOverrides: [PCIAddress: String] = [:]
+    /// `driver_override`, as the bytes written (the kernel keeps them verbatim).
+    public internal(set) var driverOverrides: [PCIAddress: [UInt8]] = [:]
     public var log = KernelLog()
 
     // pciback
@@ -65,6 +66,8 @@ public struct Dom0 {
     /// Which frontend owns a device (`psdev->pdev`).
     public internal(set) var owners: [PCIAddress: UInt32] = [:]
     public internal(set) var frontends: [UInt32: Frontend] = [:]
+    /// Settings sysfs stores only remember (autoprobe, numa_node, msi_bus, ...).
+    public internal(set) var tunables = KernelTunables()
     /// pciback's verdicts on frontend accesses, newest last.
     public internal(set) var trace = TraceRing()
     /// SR-IOV physical functions and what the kernel caches about each.
@@ -139,7 +142,7 @@ public struct Dom0 {
     // MARK: - Driver core (drivers/base, drivers/pci/pci-driver.c)
 
     private func driverMatches(_ driver: PCIDriver, _ device: EmulatedDevice) -> Bool {
-        if let override = driverOverrides[device.address] { return override == driver.name }
+        if let override = driverOverrides[device.address] { return override == Array(driver.name.utf8) }
         return driver.matches(device.identity)
     }
 
@@ -191,6 +194,8 @@ public struct Dom0 {
         // An imported function already holds the state its driver left; don't enable it twice.
         guard device.identity.layout == .normal, !device.isEnabled else { return }
         device.driverProbeEnable()
+        // msi_bus = 0 disallows MSI and MSI-X for drivers bound from now on.
+        guard tunables[device: address].msiBus else { return }
         if device.capabilities.msix != 0 {
             try? device.enableMSIX(vectors: min(device.msixTableSize, 4))
         } else if device.capabilities.msi != 0 {
@@ -255,18 +260,21 @@ public struct Dom0 {
         }
     }
 
-    /// `drivers/<name>/remove_id`.
+    /// `drivers/<name>/remove_id`: the first dynamic id with this vendor and device whose
+    /// subsystem ids match (PCI_ANY_ID, the default, matches any) and whose class agrees under
+    /// the mask.
     public mutating func removeID(driver name: String, input: [UInt8]) throws(Errno) {
         guard let index = drivers.firstIndex(where: { $0.name == name }) else { throw .noSuchDevice }
         let fields = KernelScanf.numbers(PcibackGrammar.cString(input), maximum: 6)
         guard fields.count >= 2 else { throw .invalidArgument }
-        let subvendor = fields.count > 2 ? fields[2] : 0xffff_ffff
-        let subdevice = fields.count > 3 ? fields[3] : 0xffff_ffff
+        let any: UInt32 = 0xffff_ffff
+        let subvendor = fields.count > 2 ? fields[2] : any
+        let subdevice = fields.count > 3 ? fields[3] : any
         let classCode = fields.count > 4 ? fields[4] : 0
         let classMask = fields.count > 5 ? fields[5] : 0
         guard let position = drivers[index].dynamicIDs.firstIndex(where: {
-            $0.vendor == fields[0] && $0.device == fields[1] && $0.subvendor == subvendor && $0.subdevice == subdevice
-                && $0.classCode == classCode && $0.classMask == classMask
+            $0.vendor == fields[0] && $0.device == fields[1] && (subvendor == any || $0.subvendor == subvendor)
+                && (subdevice == any || $0.subdevice == subdevice) && ($0.classCode ^ classCode) & classMask == 0
         }) else { throw .noSuchDevice }
         drivers[index].dynamicIDs.remove(at: position)
     }
@@ -274,18 +282,14 @@ public struct Dom0 {
     /// `devices/<BDF>/driver_override` store: one trailing newline stripped; empty clears.
     public mutating func setDriverOverride(_ address: PCIAddress, input: [UInt8]) throws(Errno) {
         guard machine[address] != nil else { throw .noSuchDevice }
-        var text = input
-        if text.count >= ShowBuffer.pageSize - 1 { throw .invalidArgument }
-        if let nul = text.firstIndex(of: 0) { text = Array(text[..<nul]) }
-        if text.last == UInt8(ascii: "\n") { text.removeLast() }
-        if text.isEmpty {
-            driverOverrides[address] = nil
-        } else {
-            driverOverrides[address] = String(decoding: text, as: UTF8.self)
-        }
+        if input.count >= ShowBuffer.pageSize - 1 { throw .invalidArgument }
+        // driver_set_override: the C string, cut at the first newline; empty clears.
+        var text = PcibackGrammar.cString(input)
+        if let newline = text.firstIndex(of: UInt8(ascii: "\n")) { text = Array(text[..<newline]) }
+        driverOverrides[address] = text.isEmpty ? nil : text
     }
 
-    public func driverOverride(_ address: PCIAddress) -> String? { driverOverrides[address] }
+    public func driverOverride(_ address: PCIAddress) -> [UInt8]? { driverOverrides[address] }
 
     // MARK: - pciback: seize list (spec §1.4 - §1.6)
 
@@ -403,21 +407,18 @@ public struct Dom0 {
     /// `quirks` store (spec §1.9): checks in the kernel's order.
     public mutating func addQuirk(input: [UInt8]) throws(Errno) {
         let request = try PcibackGrammar.quirk(input)
-        // REG is an int: 0x80000000 and above are negative and pass this check (spec §1.3).
-        if request.register > 0xfff { throw .invalidArgument }
-        if request.size < 4 && request.size >= 0 {
-            let limit = UInt32(1) << (8 * UInt32(request.size))
-            if UInt32(bitPattern: request.mask) >= limit && request.size < 4 { throw .invalidArgument }
-        }
+        // pcistub_reg_add takes REG, SIZE and MASK as unsigned ints.
+        let register = UInt32(bitPattern: request.register)
+        let size = UInt32(bitPattern: request.size)
+        let mask = UInt32(bitPattern: request.mask)
+        if register > 0xfff || (size < 4 && mask >> (8 * size) != 0) { throw .invalidArgument }
         guard let address = request.slot.address, request.slot.slot >= 0, request.slot.function >= 0,
               pcibackDevices.contains(address), deviceData[address] != nil
         else { throw .noSuchDevice }
-        guard [1, 2, 4].contains(request.size) else { throw .invalidArgument }
-        // The field's offset is unsigned: a negative REG lands far beyond any guest access.
-        let offset = Int(UInt32(bitPattern: request.register))
+        guard size == 1 || size == 2 || size == 4 else { throw .invalidArgument }
+        let offset = Int(register)
         if deviceData[address]!.fields.contains(where: { $0.offset == offset }) { return }
-        deviceData[address]!.fields.append(
-            ConfigField(offset: offset, size: Int(request.size), mask: UInt32(bitPattern: request.mask), kind: .quirk))
+        deviceData[address]!.fields.append(ConfigField(offset: offset, size: Int(size), mask: mask, kind: .quirk))
     }
 
     public func quirksText() -> [UInt8] {
@@ -442,7 +443,7 @@ public struct Dom0 {
     private mutating func pcistubProbe(_ address: PCIAddress) throws(Errno) {
         guard let device = machine[address] else { throw .noSuchDevice }
         let bySlot = matchesSeizeList(address)
-        guard bySlot || driverOverrides[address] == PCIDriver.pcibackName else { throw .noSuchDevice }
+        guard bySlot || driverOverrides[address] == Array(PCIDriver.pcibackName.utf8) else { throw .noSuchDevice }
         guard device.identity.layout == .normal || device.identity.layout == .bridge else {
             log.device(address, "can't export pci devices that don't have a normal (0) or bridge (1) header type!")
             throw .noSuchDevice
@@ -675,7 +676,10 @@ public struct Dom0 {
         let returning = removedDevices.values.sorted { $0.address < $1.address }
         removedDevices = [:]
         machine.add(returning)
-        for device in returning { attachDriver(device.address) }
+        // bus_probe_device: only while the bus's drivers_autoprobe is on.
+        if tunables.driversAutoprobe {
+            for device in returning { attachDriver(device.address) }
+        }
         topologyGeneration += 1
     }
 

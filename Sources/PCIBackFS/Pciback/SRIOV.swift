@@ -249,7 +249,9 @@ extension Dom0 {
         state.numVFs = count
         sriov[address] = state
         topologyGeneration += 1
-        for vf in created { attachDriver(vf.address) }
+        if tunables.driversAutoprobe {
+            for vf in created { attachDriver(vf.address) }
+        }
     }
 
     /// `sriov_disable`: VFs removed in increasing order (a VF bound to pciback goes through

@@ -16,13 +16,13 @@ extension Dom0 {
             default: return nil
             }
         case .bus(let attribute):
-            return attribute == .driversAutoprobe ? Array("1\n".utf8) : nil
+            return attribute == .driversAutoprobe ? Array((tunables.driversAutoprobe ? "1\n" : "0\n").utf8) : nil
         case .moduleParameter(let parameter):
             switch parameter {
             case .hide: return Array((hideParameter + "\n").utf8)
             case .permissive: return Array((policy.globalPermissive ? "Y\n" : "N\n").utf8)
             case .passthrough: return Array((passthroughBackend ? "1\n" : "0\n").utf8)
-            case .verboseRequest: return Array("0\n".utf8)
+            case .verboseRequest: return Array("\(tunables.verboseRequest)\n".utf8)
             }
         case .control(let control):
             switch control {
@@ -65,14 +65,17 @@ extension Dom0 {
             switch attribute {
             case .driversProbe: try driversProbe(input: input)
             // `drivers_autoprobe_store` parses nothing: buf[0] == '0' turns autoprobe off, any other
-            // input on, and the count is returned. (The value is not modelled: it shows 1.)
-            case .driversAutoprobe: break
+            // input on, and the count is returned.
+            case .driversAutoprobe: tunables.driversAutoprobe = input.first != UInt8(ascii: "0")
             case .rescan: if try KernelNumbers.unsignedLongOrInvalid(input) != 0 { rescan() }
             case .uevent: try Dom0.checkUeventAction(input)
             }
         case .moduleParameter(let parameter):
-            guard parameter == .permissive else { throw .permissionDenied }
-            policy.globalPermissive = try Dom0.parseBool(input)
+            switch parameter {
+            case .permissive: policy.globalPermissive = try Dom0.parseBool(input)
+            case .verboseRequest: tunables.verboseRequest = try KernelNumbers.signedInt(input)
+            case .hide, .passthrough: throw .permissionDenied
+            }
         case .control(let control):
             switch control {
             case .attach:

@@ -14,16 +14,16 @@ extension Dom0 {
         case .irq: text = String(device.kernelMSIEnabled && device.msiIRQ != 0 ? device.msiIRQ : device.irq)
         case .resource: return Array(resourceText(device).utf8)
         case .enable: text = String(device.enableCount)
-        case .driverOverride: text = driverOverride(address) ?? "(null)"
+        case .driverOverride: return (driverOverride(address) ?? Array("(null)".utf8)) + [0x0a]
         case .modalias: text = modalias(identity)
-        case .numaNode: text = "-1"
+        case .numaNode: text = String(tunables[device: address].numaNode)
         case .localCPUs: text = String(cpuMask, radix: 16)
         case .localCPUList: text = cpuCount > 1 ? "0-\(cpuCount - 1)" : "0"
-        case .msiBus: text = "1"
+        case .msiBus: text = tunables[device: address].msiBus ? "1" : "0"
         case .powerState: text = ["D0", "D1", "D2", "D3hot"][Int(device.powerState)]
         case .dmaMaskBits, .consistentDMAMaskBits: text = device.isBridge ? "32" : "64"
-        case .brokenParityStatus: text = "0"
-        case .d3coldAllowed: text = "1"
+        case .brokenParityStatus: text = tunables[device: address].brokenParityStatus ? "1" : "0"
+        case .d3coldAllowed: text = tunables[device: address].d3coldAllowed ? "1" : "0"
         case .ariEnabled: text = "0"
         case .uevent: text = uevent(device)
         case .remove, .rescan, .reset: return nil
@@ -157,11 +157,18 @@ extension Dom0 {
             try setDriverOverride(address, input: input)
         case .msiBus, .brokenParityStatus, .d3coldAllowed:
             if attribute == .msiBus, !caller.isPrivileged { throw .operationNotPermitted }
-            _ = try KernelNumbers.unsignedLongOrInvalid(input)
+            let on = try KernelNumbers.unsignedLongOrInvalid(input) != 0
+            switch attribute {
+            case .msiBus: tunables[device: address].msiBus = on
+            case .brokenParityStatus: tunables[device: address].brokenParityStatus = on
+            default: tunables[device: address].d3coldAllowed = on
+            }
         case .numaNode:
             guard caller.isPrivileged else { throw .operationNotPermitted }
             let node = try KernelNumbers.signedInt(input)
+            // One online node (0) on this dom0; -1 means none.
             guard node == -1 || node == 0 else { throw .invalidArgument }
+            tunables[device: address].numaNode = node
         case .uevent:
             try Dom0.checkUeventAction(input)
         case .reset:

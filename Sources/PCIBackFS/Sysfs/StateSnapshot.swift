@@ -22,7 +22,7 @@ struct StateSnapshot: Codable, Sendable {
         var passthroughBackend: Bool
         var drivers: [Driver]
         var bindings: [String: String]
-        var driverOverrides: [String: String]
+        var driverOverrides: [String: [UInt8]]
         var logLines: [String]
         var logDropped: Int
         var seizeList: [[Int32]]
@@ -39,6 +39,7 @@ struct StateSnapshot: Codable, Sendable {
         var sriov: [String: SRIOV]
         var topologyGeneration: Int
         var nextMSIIRQ: UInt32
+        var tunables: KernelTunables
         var machine: MachineState
     }
 
@@ -196,6 +197,7 @@ extension StateSnapshot {
             sriov: keyed(dom0.sriov).mapValues(SRIOV.init),
             topologyGeneration: dom0.topologyGeneration,
             nextMSIIRQ: dom0.nextMSIIRQ,
+            tunables: dom0.tunables,
             machine: MachineState(
                 name: machine.name,
                 devices: machine.order.compactMap { machine[$0] }.map(Device.init),
@@ -553,6 +555,7 @@ extension StateSnapshot {
         dom0.sriov = sriov
         dom0.topologyGeneration = saved.topologyGeneration
         dom0.nextMSIIRQ = saved.nextMSIIRQ
+        dom0.tunables = saved.tunables
         state.dom0 = dom0
         var results: [UInt32: String] = [:]
         for (key, value) in lastOperationResults {

@@ -63,7 +63,8 @@ enum DeviceAttribute: String, CaseIterable, Hashable {
         switch self {
         case .enable, .driverOverride, .numaNode, .msiBus, .brokenParityStatus, .d3coldAllowed, .uevent, .sriovNumVFs,
              .sriovDriversAutoprobe: return 0o644
-        case .remove, .rescan, .reset, .sriovVFMSIXCount: return 0o200
+        case .remove: return 0o220
+        case .rescan, .reset, .sriovVFMSIXCount: return 0o200
         default: return 0o444
         }
     }

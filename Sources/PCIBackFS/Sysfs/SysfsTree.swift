@@ -271,7 +271,9 @@ public final class SysfsTree: FileSystemModel {
         try state.withLock { state throws(Errno) -> Int in
             guard let device = state.dom0.device(address) else { throw .noSuchDevice }
             let limit = device.configSize
-            guard offset < limit, !data.isEmpty else { return 0 }
+            guard !data.isEmpty else { return 0 }
+            // sysfs_kf_bin_write: a write at or past the end of a sized binary file is EFBIG.
+            guard offset < limit else { throw .fileTooLarge }
             let count = min(data.count, limit - offset)
             for access in SysfsTree.splitAccesses(offset: offset, count: count) {
                 var value: UInt32 = 0
