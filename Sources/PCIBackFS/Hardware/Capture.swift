@@ -788,7 +788,8 @@ public enum SysfsCapture {
 
 // MARK: - POSIX file access
 
-private enum CaptureFiles {
+/// File reading shared by the capture and import paths (POSIX, so errors keep their errno).
+enum CaptureFiles {
     static func readWholeFile(_ path: String, limit: Int) throws(CaptureError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .io(path: path, errno: Errno(errno)) }

@@ -86,7 +86,7 @@ public enum DeviceImporter {
     /// without any function is `CaptureError.malformedFile`; parse errors are the parser's
     /// (they carry the dump's line number, not the path).
     public static func importDump(path: String) throws(CaptureError) -> [EmulatedDevice] {
-        let bytes = try ImportFiles.contents(of: path, limit: 64 << 20)
+        let bytes = try CaptureFiles.readWholeFile(path, limit: 64 << 20)
         let devices = try importDump(text: String(decoding: bytes, as: UTF8.self))
         if devices.isEmpty {
             throw .malformedFile(path: path, reason: "no PCI function found; expected the output of `lspci -xxx` or `lspci -xxxx` "
@@ -462,31 +462,6 @@ private struct ImportedLayout {
             let size = bar.size / totalVFs
             guard size & (size - 1) == 0, !bar.isIO else { continue }
             _ = openBAR(at: cap + 0x24 + 4 * bar.index, size: size, captured: bar, hasUpperRegister: bar.index + 1 < 6)
-        }
-    }
-}
-
-// MARK: - Files
-
-private enum ImportFiles {
-    /// The whole file, at most `limit` bytes.
-    static func contents(of path: String, limit: Int) throws(CaptureError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .io(path: path, errno: Errno(errno)) }
-        defer { close(fd) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, errno: Errno(errno))
-            }
-            if count == 0 { return result }
-            result.append(contentsOf: chunk[..<count])
-            if result.count > limit {
-                throw .malformedFile(path: path, reason: "larger than \(limit) bytes; not an lspci dump")
-            }
         }
     }
 }
