@@ -219,7 +219,7 @@ public enum PcibackGrammar {
     /// The `hide` module parameter: parenthesised BDFs, whitespace around groups, nothing else.
     /// Returns the slots in order, or the error (with the rest of the string for the message).
     public static func hide(_ text: String) -> Result<[SlotPattern], HideError> {
-        let input = Array(text.utf8)
+        let input = cString(Array(text.utf8))  // a C string: it ends at the first NUL
         var position = 0
         var slots: [SlotPattern] = []
         while position < input.count {
