@@ -794,7 +794,8 @@ private func withDirectory<T>(_ path: String, _ body: (OpaquePointer) -> T) thro
 }
 
 private func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
-    withUnsafeBytes(of: entry.pointee.d_name) { raw in
-        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-    }
+    // Read the name in place: glibc allocates each entry only as long as its name, so copying
+    // the whole struct (entry.pointee) reads past it.
+    let offset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+    return String(cString: UnsafeRawPointer(entry).advanced(by: offset).assumingMemoryBound(to: CChar.self))
 }
