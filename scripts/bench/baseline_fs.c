@@ -7,8 +7,10 @@
  *
  *   - direct_io on every file, keep_cache off, noflush (no FLUSH round trip on close);
  *   - atomic_o_trunc wanted; writeback cache, readdirplus and symlink caching off;
- *   - entry/attr timeout 3600 s for static directories, 0 for everything dynamic
- *     (links, device and driver directories, files);
+ *   - entry/attr timeout 3600 s for static directories; for everything dynamic (links, device
+ *     and driver directories, files) --dynamic-timeout S (default 3600, pcibackfsd's policy
+ *     since it invalidates what a store changes; 0 was its earlier policy; bench.sh probes the
+ *     daemon and passes the matching value);
  *   - mount options default_permissions,fsname=...,subtype=...;
  *   - fuse_session_loop_mt with a fuse_loop_config: max_threads 8 and clone_fd by default
  *     (--max-threads N, --no-clone-fd as in pcibackfsd).
@@ -22,7 +24,9 @@
  *
  * The per-request work is what a sysfs imitation needs at the least: a lock around shared
  * state, a copy of config bytes, an attribute rendered into a per-open snapshot at offset 0,
- * and a parsed store. Usage: baseline_fs MOUNTPOINT [--max-threads N] [--no-clone-fd] [--debug]
+ * and a parsed store.
+ *
+ * Usage: baseline_fs MOUNTPOINT [--max-threads N] [--no-clone-fd] [--dynamic-timeout S] [--debug]
  */
 #define FUSE_USE_VERSION 312
 #define _GNU_SOURCE
@@ -49,6 +53,7 @@ struct node {
 };
 
 #define STATIC_TIMEOUT 3600.0
+static double dynamic_timeout = 3600.0;
 
 /* Index == inode number; 0 unused, 1 is FUSE_ROOT_ID. */
 static const struct node nodes[] = {
@@ -101,7 +106,7 @@ static int valid_ino(fuse_ino_t ino)
 
 static double timeout_of(fuse_ino_t ino)
 {
-    return nodes[ino].kind == K_DIR && nodes[ino].is_static ? STATIC_TIMEOUT : 0.0;
+    return nodes[ino].kind == K_DIR && nodes[ino].is_static ? STATIC_TIMEOUT : dynamic_timeout;
 }
 
 static void fill_stat(fuse_ino_t ino, struct stat *st)
@@ -191,7 +196,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     }
     struct stat st;
     fill_stat(ino, &st);
-    fuse_reply_attr(req, &st, 0.0);
+    fuse_reply_attr(req, &st, timeout_of(ino));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -468,17 +473,20 @@ int main(int argc, char **argv)
             max_threads = (unsigned)atoi(argv[++i]);
         } else if (strcmp(argv[i], "--no-clone-fd") == 0) {
             clone_fd = 0;
+        } else if (strcmp(argv[i], "--dynamic-timeout") == 0 && i + 1 < argc) {
+            dynamic_timeout = atof(argv[++i]);
+            if (dynamic_timeout < 0) dynamic_timeout = 0;
         } else if (strcmp(argv[i], "--debug") == 0) {
             debug = 1;
         } else if (mountpoint == NULL && argv[i][0] != '-') {
             mountpoint = argv[i];
         } else {
-            fprintf(stderr, "usage: %s MOUNTPOINT [--max-threads N] [--no-clone-fd] [--debug]\n", argv[0]);
+            fprintf(stderr, "usage: %s MOUNTPOINT [--max-threads N] [--no-clone-fd] [--dynamic-timeout S] [--debug]\n", argv[0]);
             return 2;
         }
     }
     if (mountpoint == NULL || max_threads < 1) {
-        fprintf(stderr, "usage: %s MOUNTPOINT [--max-threads N] [--no-clone-fd] [--debug]\n", argv[0]);
+        fprintf(stderr, "usage: %s MOUNTPOINT [--max-threads N] [--no-clone-fd] [--dynamic-timeout S] [--debug]\n", argv[0]);
         return 2;
     }
     start_time = time(NULL);

@@ -4,9 +4,10 @@
  *   loadgen pread     PATH [opts]        B1: one fd opened once, pread(fd, 4 bytes, offset 4) in a loop
  *   loadgen openread  PATH SIZE [opts]   B2: open(O_RDONLY) + read(SIZE) + close in a loop
  *   loadgen openwrite PATH TEXT [opts]   B3: open(O_WRONLY|O_TRUNC) + write(TEXT) + close in a loop
- *   loadgen spawnwait PROBE TIMEOUT_MS -- CMD ARGS...
- *                                        B5: fork/exec CMD, poll stat(PROBE) every 0.5 ms, print
- *                                        "pid=P ready_ms=T" (CMD keeps running)
+ *   loadgen spawnwait PROBE TIMEOUT_MS LOG -- CMD ARGS...
+ *                                        B5: fork/exec CMD (stdout and stderr to LOG), poll
+ *                                        stat(PROBE) every 0.5 ms, print "pid=P ready_ms=T"
+ *                                        (CMD keeps running)
  *
  * Options of the loops:
  *   --secs S       run for S seconds (default 2), or
@@ -190,16 +191,18 @@ static int usage(void)
             "usage: loadgen pread PATH [--secs S|--ops N] [--clients C]\n"
             "       loadgen openread PATH SIZE [--secs S|--ops N] [--clients C]\n"
             "       loadgen openwrite PATH TEXT [--secs S|--ops N] [--clients C]\n"
-            "       loadgen spawnwait PROBE TIMEOUT_MS -- CMD [ARGS...]\n");
+            "       loadgen spawnwait PROBE TIMEOUT_MS LOG -- CMD [ARGS...]\n");
     return 2;
 }
 
 static int spawnwait(int argc, char **argv)
 {
-    /* argv: spawnwait PROBE TIMEOUT_MS -- CMD ... */
-    if (argc < 6 || strcmp(argv[4], "--") != 0) return usage();
+    /* argv: spawnwait PROBE TIMEOUT_MS LOG -- CMD ... */
+    if (argc < 7 || strcmp(argv[5], "--") != 0) return usage();
     const char *probe = argv[2];
     double timeout = atof(argv[3]) / 1000.0;
+    const char *log = argv[4];
+    char **command = argv + 6;
     double start = now();
     pid_t pid = fork();
     if (pid < 0) {
@@ -207,9 +210,13 @@ static int spawnwait(int argc, char **argv)
         return 1;
     }
     if (pid == 0) {
+        /* Its own session, and no descriptor shared with our caller (a shell's $(...) pipe
+           would otherwise stay open as long as the daemon runs). */
         setsid();
-        execvp(argv[5], argv + 5);
-        perror("exec");
+        int out = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (out < 0 || in < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0) _exit(126);
+        execvp(command[0], command);
         _exit(127);
     }
     struct stat st;
@@ -221,7 +228,8 @@ static int spawnwait(int argc, char **argv)
         }
         int status;
         if (waitpid(pid, &status, WNOHANG) == pid) {
-            fprintf(stderr, "loadgen: %s exited (status %d) before %s appeared\n", argv[5], status, probe);
+            fprintf(stderr, "loadgen: %s exited (status %d) before %s appeared (see %s)\n", command[0], status,
+                    probe, log);
             return 1;
         }
         if (now() - start > timeout) {

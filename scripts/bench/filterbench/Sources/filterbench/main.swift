@@ -65,7 +65,7 @@ let logLines = dom0.log.lines.count
 
 /// Runs `body` in batches of 1024 until `seconds` have passed; returns operations per second.
 @inline(never)
-func measure(_ body: (Int) -> UInt32) -> (rate: Double, sink: UInt32) {
+func measure(seconds: Double, offset: Int, _ body: (Int) -> UInt32) -> (rate: Double, sink: UInt32) {
     var sink: UInt32 = 0
     var operations = 0
     let start = now()
@@ -84,11 +84,11 @@ func measure(_ body: (Int) -> UInt32) -> (rate: Double, sink: UInt32) {
 var results: [String: [Double]] = [:]
 var sinks: UInt32 = 0
 for _ in 0..<rounds {
-    let filteredRead = measure { dom0.guestRead(nic, offset: $0, size: 4).value }
+    let filteredRead = measure(seconds: seconds, offset: offset) { dom0.guestRead(nic, offset: $0, size: 4).value }
     var raw = device.config
-    let rawRead = measure { raw.read($0, width: 4) }
-    let filteredWrite = measure { UInt32(bitPattern: dom0.guestWrite(nic, offset: $0, size: 2, value: command).error) }
-    let rawWrite = measure { raw.write($0, width: 2, value: command); return 0 }
+    let rawRead = measure(seconds: seconds, offset: offset) { raw.read($0, width: 4) }
+    let filteredWrite = measure(seconds: seconds, offset: offset) { UInt32(bitPattern: dom0.guestWrite(nic, offset: $0, size: 2, value: command).error) }
+    let rawWrite = measure(seconds: seconds, offset: offset) { raw.write($0, width: 2, value: command); return 0 }
     results["filtered_reads", default: []].append(filteredRead.rate)
     results["raw_reads", default: []].append(rawRead.rate)
     results["filtered_writes", default: []].append(filteredWrite.rate)
