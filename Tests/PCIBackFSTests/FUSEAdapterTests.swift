@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 
 @testable import PCIBackFS
@@ -181,7 +180,7 @@ struct FUSEAdapterTests {
     @Test("concurrent clients on several worker threads", .requiresFUSE)
     func concurrentClients() throws {
         try withToyMount(options: .init(maxThreads: 8, installsSignalHandlers: false)) { mount throws in
-            let failures = Mutex<[String]>([])
+            let failures = Locked<[String]>([])
             DispatchQueue.concurrentPerform(iterations: 8) { client in
                 for round in 0..<50 {
                     do {
@@ -321,7 +320,7 @@ private final class ToyModel: FileSystemModel {
         var truncations = 0
     }
 
-    let state = Mutex(State())
+    let state = Locked(State())
 
     var stores: [String] { state.withLock { $0.stores } }
     var openFiles: Int { state.withLock { $0.openFiles } }
@@ -564,7 +563,7 @@ private func withToyMount(
 /// Runs `server.run()` on its own thread and reports readiness and the outcome.
 private final class LoopThread: Sendable {
     let server: FUSEServer
-    private let status = Mutex<(ready: Bool, finished: Bool, termination: FUSEServer.Termination?, thread: pthread_t?)>(
+    private let status = Locked<(ready: Bool, finished: Bool, termination: FUSEServer.Termination?, thread: pthread_t?)>(
         (false, false, nil, nil))
 
     init(server: FUSEServer) { self.server = server }
@@ -603,7 +602,7 @@ private final class Watchdog: Sendable {
     let seconds: Double
     let root: String
     let connection: String?
-    private let state = Mutex<(cancelled: Bool, fired: Bool)>((false, false))
+    private let state = Locked<(cancelled: Bool, fired: Bool)>((false, false))
 
     init(seconds: Double, root: String, connection: String?) {
         self.seconds = seconds
@@ -668,7 +667,7 @@ private enum FUSETestSupport {
     /// Sends `signal` to a new thread that has it unblocked (test-runner threads block it) and
     /// waits until that thread is done, i.e. the handler has run there.
     static func raiseOnFreshThread(_ signal: Int32) {
-        let done = Mutex(false)
+        let done = Locked(false)
         Thread {
             var set = sigset_t()
             sigemptyset(&set)

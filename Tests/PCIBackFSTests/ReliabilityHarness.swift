@@ -5,8 +5,8 @@
 #if canImport(Glibc)
 import Foundation
 import Glibc
-import Synchronization
 import Testing
+import PCIBackFS
 
 // MARK: - One daemon for a suite
 
@@ -63,7 +63,7 @@ final class SharedMount: Sendable {
 }
 
 private final class DeadlineFlag: Sendable {
-    let value = Mutex(false)
+    let value = Locked(false)
 }
 
 /// Starts one daemon (with `options`) around a whole suite, runs `prepare` on it, exposes it as

@@ -1047,7 +1047,10 @@ struct TestBenchTests {
             defer { Temporary.remove(directory) }
             chmod(directory, 0o755)
             let daemon = directory + "/pcibackfsd"
-            try FileManager.default.copyItem(atPath: MountEnvironment.daemonPath, toPath: daemon)
+            // Copied by cp(1), not in process: a child forked meanwhile by a test running in
+            // parallel would inherit our write descriptor and make exec fail with ETXTBSY.
+            let copy = Subprocess.run("cp", [MountEnvironment.daemonPath, daemon], timeout: 20)
+            try #require(copy.status == 0, "\(copy)")
             chmod(daemon, 0o755)
             let mountPoint = directory + "/mnt"
             mkdir(mountPoint, 0o755)
@@ -1095,7 +1098,10 @@ struct TestBenchTests {
             defer { Temporary.remove(directory) }
             chmod(directory, 0o755)
             let daemon = directory + "/pcibackfsd"
-            try FileManager.default.copyItem(atPath: MountEnvironment.daemonPath, toPath: daemon)
+            // Copied by cp(1), not in process: a child forked meanwhile by a test running in
+            // parallel would inherit our write descriptor and make exec fail with ETXTBSY.
+            let copy = Subprocess.run("cp", [MountEnvironment.daemonPath, daemon], timeout: 20)
+            try #require(copy.status == 0, "\(copy)")
             chmod(daemon, 0o755)
             let mountPoint = directory + "/mnt"
             mkdir(mountPoint, 0o755)

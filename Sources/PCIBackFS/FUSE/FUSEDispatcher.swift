@@ -80,13 +80,10 @@ final class FUSEDispatcher: Sendable {
         })
     }
 
-    func read(_ info: UnsafeMutablePointer<fuse_file_info>, offset: Int, size: Int) throws(Errno) -> FUSEReply {
+    /// Fills `buffer` (the reply) from the model; returns the byte count.
+    func read(_ info: UnsafeMutablePointer<fuse_file_info>, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let file = HandleSlot.borrow(info.pointee.fh, as: OpenFileHandle.self).file
-        var bytes = try model.read(file, offset: offset, size: size)
-        if bytes.count > size {
-            bytes.removeLast(bytes.count - size)
-        }
-        return .bytes(bytes)
+        return min(try model.read(file, offset: offset, into: buffer), buffer.count)
     }
 
     /// The model applies the write and drops its lock; then the kernel is told what to

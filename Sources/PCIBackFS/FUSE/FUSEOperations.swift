@@ -67,10 +67,10 @@ enum FUSEOperations {
         }
 
         ops.read = { request, _, size, offset, info in
-            serve(request) { dispatcher throws(Errno) in
+            serveRead(request, size: size) { dispatcher, buffer throws(Errno) in
                 guard let info else { throw .badFileDescriptor }
                 guard offset >= 0 else { throw .invalidArgument }
-                return try dispatcher.read(info, offset: Int(offset), size: size)
+                return try dispatcher.read(info, offset: Int(offset), into: buffer)
             }
         }
 

@@ -40,6 +40,30 @@ func serve(_ request: fuse_req_t?, _ handler: (FUSEDispatcher) throws(Errno) -> 
     send(reply, to: request, dispatcher: dispatcher)
 }
 
+/// `serve` for READ: the handler fills a buffer on this thread's stack and the reply is sent
+/// straight from it (no allocation on the most frequent request). Nothing the model serves is
+/// larger than a page, so a page is what a read is answered with at most; a reader asking for
+/// more gets a short read and comes back for the rest, as sysfs does.
+func serveRead(_ request: fuse_req_t?, size: Int,
+               _ handler: (FUSEDispatcher, UnsafeMutableRawBufferPointer) throws(Errno) -> Int) {
+    guard let request else { return }
+    let dispatcher = FUSEDispatcher.from(request)
+    let capacity = max(1, min(size, readReplyLimit))
+    withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) { buffer in
+        let count: Int
+        do throws(Errno) {
+            count = try handler(dispatcher, UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(size, capacity)]))
+        } catch {
+            send(.failure(error), to: request, dispatcher: dispatcher)
+            return
+        }
+        _ = fuse_reply_buf(request, buffer.baseAddress!.assumingMemoryBound(to: CChar.self), max(0, min(count, size)))
+    }
+}
+
+/// The most a READ reply carries (one page, what a sysfs show or a config space can hold).
+let readReplyLimit = 4096
+
 /// The single place that talks `fuse_reply_*`. A reply that can't be delivered (the caller
 /// was interrupted, the connection aborted) is not an error for the daemon, except for
 /// `opened`, whose handle has to be given back.

@@ -1,5 +1,4 @@
 import CFuse
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -94,7 +93,7 @@ public final class FUSEServer: Sendable {
     public let options: Options
 
     private let dispatcher: FUSEDispatcher
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     private struct State {
         var session: Session?

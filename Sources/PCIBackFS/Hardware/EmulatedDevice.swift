@@ -47,7 +47,9 @@ public struct DeviceIdentity: Sendable, Equatable {
 /// Instances live inside the machine state and are only touched under the machine's lock.
 public final class EmulatedDevice {
     public let address: PCIAddress
-    public internal(set) var config: ConfigSpace
+    // The state lock already makes every access exclusive; the runtime check would cost more
+    // than the config read itself on the filter's hot path.
+    @exclusivity(unchecked) public internal(set) var config: ConfigSpace
     /// The power-on values of every changeable bit (what a function reset restores).
     let resetImage: [UInt8]
     public let identity: DeviceIdentity
@@ -58,7 +60,7 @@ public final class EmulatedDevice {
     public var irq: UInt32
     /// The driver the function is bound to at boot (nil: none).
     public var bootDriver: String?
-    public var faults = DeviceFaults()
+    @exclusivity(unchecked) public var faults = DeviceFaults()
     public let label: String
     /// For an SR-IOV virtual function: its physical function.
     public internal(set) var physicalFunction: PCIAddress?
@@ -143,8 +145,16 @@ public final class EmulatedDevice {
     /// PCIBIOS_DEVICE_NOT_FOUND.
     public func hardwareRead(_ offset: Int, width: Int) -> (value: UInt32, error: Int32) {
         if offset < 0 || offset > 4096 - width { return (allOnes(width), -Errno.invalidArgument.rawValue) }
-        if faults.fire(\.configReadFails) { return (allOnes(width), PCIBIOS.deviceNotFound) }
+        if faults.configReadFails != .off, faults.fire(\.configReadFails) { return (allOnes(width), PCIBIOS.deviceNotFound) }
         return (config.read(offset, width: width), PCIBIOS.successful)
+    }
+
+    /// A run of raw reads from `offset` in one copy, when no read fault is armed (a fault
+    /// fires per access, so the caller then reads access by access). Returns false if it did not.
+    public func hardwareReadBytes(_ offset: Int, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard faults.configReadFails == .off, offset >= 0, offset + buffer.count <= 4096 else { return false }
+        config.copyBytes(from: offset, into: buffer)
+        return true
     }
 
     /// A raw config write, with the hardware's side effects.

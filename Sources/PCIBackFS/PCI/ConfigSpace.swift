@@ -27,6 +27,20 @@ public struct ConfigSpace: Sendable, Equatable {
 
     // MARK: - Access by the hardware's rules
 
+    /// Copies `buffer.count` bytes from `offset` (bytes past the end read 0xff): what a run of
+    /// little-endian `read`s gives, in one copy.
+    public func copyBytes(from offset: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        let inside = max(0, min(buffer.count, size - offset))
+        if inside > 0 {
+            bytes.withUnsafeBytes { source in
+                buffer.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: inside)
+            }
+        }
+        if inside < buffer.count {
+            (buffer.baseAddress! + inside).initializeMemory(as: UInt8.self, repeating: 0xff, count: buffer.count - inside)
+        }
+    }
+
     /// Little-endian read of `width` bytes (1, 2 or 4). Bytes past the end read as 0xff, like a
     /// config access the host bridge cannot complete.
     @inline(__always)

@@ -15,6 +15,15 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
         self.function = function
     }
 
+    /// One word per address, so dictionaries keyed by address hash once instead of four times.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(UInt64(domain) << 16 | UInt64(bus) << 8 | UInt64(devfn))
+    }
+
+    public static func == (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
+        lhs.domain == rhs.domain && lhs.bus == rhs.bus && lhs.slot == rhs.slot && lhs.function == rhs.function
+    }
+
     /// devfn as the kernel packs it: slot << 3 | function.
     public var devfn: UInt8 { slot << 3 | function }
 
@@ -23,7 +32,28 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     }
 
     public var description: String {
-        hex(domain, width: 4) + ":" + hex(bus, width: 2) + ":" + hex(slot, width: 2) + "." + String(function)
+        // Built byte by byte: names are formatted for every path and link the tree resolves.
+        guard domain <= 0xffff else {
+            return hex(domain, width: 4) + ":" + hex(bus, width: 2) + ":" + hex(slot, width: 2) + "." + String(function)
+        }
+        let digits: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 12) { buffer in
+            digits.withUTF8Buffer { digit in
+                buffer[0] = digit[Int(domain >> 12 & 0xf)]
+                buffer[1] = digit[Int(domain >> 8 & 0xf)]
+                buffer[2] = digit[Int(domain >> 4 & 0xf)]
+                buffer[3] = digit[Int(domain & 0xf)]
+                buffer[4] = UInt8(ascii: ":")
+                buffer[5] = digit[Int(bus >> 4)]
+                buffer[6] = digit[Int(bus & 0xf)]
+                buffer[7] = UInt8(ascii: ":")
+                buffer[8] = digit[Int(slot >> 4)]
+                buffer[9] = digit[Int(slot & 0xf)]
+                buffer[10] = UInt8(ascii: ".")
+                buffer[11] = digit[Int(function & 0x7)]
+            }
+            return 12
+        }
     }
 
     /// `BB:SS.F`, the form the quirks listing and lspci without -D use.
@@ -34,6 +64,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     /// Parses a kernel device name exactly: `DDDD:BB:SS.F` with 4, 2, 2 and 1 hex digits (what
     /// `bus_find_device_by_name` compares against, after one trailing newline is dropped).
     public init?(kernelName text: Substring) {
+        guard text.utf8.count == 12 else { return nil }
         let bytes = Array(text.utf8)
         guard bytes.count == 12, bytes[4] == UInt8(ascii: ":"), bytes[7] == UInt8(ascii: ":"),
               bytes[10] == UInt8(ascii: ".")

@@ -627,23 +627,31 @@ public struct Dom0 {
 
     // MARK: - Guest config access through the filter
 
+    // The per-device data is reached through its dictionary index and changed in place: a
+    // copy out and back would duplicate its arrays on every access (this is the B6 hot path).
+
     public mutating func guestRead(_ address: PCIAddress, offset: Int, size: Int) -> FilterVerdict {
-        guard let device = machine[address], deviceData[address] != nil else {
+        guard let index = deviceData.index(forKey: address), let device = machine.devices[address] else {
             return FilterVerdict(error: XenPCIError.deviceNotFound)
         }
-        let verdict = ConfigFilter.read(device, &deviceData[address]!, offset: offset, size: size)
+        let verdict = ConfigFilter.read(device, &deviceData.values[index], offset: offset, size: size)
         record(.configRead, device: address, offset: offset, size: size, value: verdict.value, verdict: verdict)
         return verdict
     }
 
     public mutating func guestWrite(_ address: PCIAddress, offset: Int, size: Int, value: UInt32) -> FilterVerdict {
-        guard let device = machine[address], var data = deviceData[address] else {
+        guard let index = deviceData.index(forKey: address), let device = machine.devices[address] else {
             return FilterVerdict(error: XenPCIError.deviceNotFound)
         }
-        let intxBefore = data.enableINTx
-        let verdict = ConfigFilter.write(device, &data, offset: offset, size: size, value: value, policy: policy, log: &log)
-        if verdict.error == 0, data.enableINTx != intxBefore { controlISR(device, &data, reset: false) }
-        deviceData[address] = data
+        let policy = self.policy
+        let intxBefore = deviceData.values[index].enableINTx
+        let verdict = ConfigFilter.write(device, &deviceData.values[index], offset: offset, size: size, value: value,
+                                         policy: policy, log: &log)
+        if verdict.error == 0, deviceData.values[index].enableINTx != intxBefore {
+            var data = deviceData.values[index]
+            controlISR(device, &data, reset: false)
+            deviceData.values[index] = data
+        }
         record(.configWrite, device: address, offset: offset, size: size, value: value, verdict: verdict)
         return verdict
     }
@@ -687,6 +695,10 @@ public struct Dom0 {
 
     public func hostRead(_ address: PCIAddress, offset: Int, width: Int) -> UInt32 {
         guard let device = machine[address] else { return 0xffff_ffff }
+        return hostRead(device, offset: offset, width: width)
+    }
+
+    public func hostRead(_ device: EmulatedDevice, offset: Int, width: Int) -> UInt32 {
         let (value, error) = device.hardwareRead(offset, width: width)
         return error == 0 ? value : (width == 4 ? 0xffff_ffff : (1 << (8 * UInt32(width))) - 1)
     }

@@ -30,11 +30,11 @@ extension Dom0 {
     /// not a PF (no sriov_* files).
     mutating func initializeSRIOV() {
         // Memory the machine already decodes; VF BAR windows are placed around it.
-        var used: [ClosedRange<UInt64>] = []
+        var used = AddressMap()
         for address in machine.order {
             guard let device = machine[address] else { continue }
             for case let bar? in device.bars where bar.kind.isMemory && bar.address != 0 {
-                used.append(bar.address...(bar.address + bar.size - 1))
+                used.insert(bar.address...(bar.address + bar.size - 1))
             }
         }
         for address in machine.order {
@@ -78,7 +78,7 @@ extension Dom0 {
                 let span = bar.size * UInt64(total)
                 let start = assignWindow(for: address, kind: bar.kind, size: bar.size, span: span,
                                          firmware: firmware[bar.index] ?? 0, used: used)
-                used.append(start...(start + span - 1))
+                used.insert(start...(start + span - 1))
                 state.windows[bar.index] = BARDescriptor(kind: bar.kind, size: bar.size, address: start)
                 let register = base + R.vfBAR0 + 4 * bar.index
                 device.hardwareWrite(register, width: 4, value: UInt32(truncatingIfNeeded: start) | bar.kind.typeBits)
@@ -97,10 +97,9 @@ extension Dom0 {
     /// or not, in the 32-bit memory window); if the window is full or there is no bridge, the
     /// first free range of the host's MMIO hole (or, for 64-bit BARs, above 4 GiB).
     private func assignWindow(for pf: PCIAddress, kind: BARDescriptor.Kind, size: UInt64, span: UInt64, firmware: UInt64,
-                              used: [ClosedRange<UInt64>]) -> UInt64 {
+                              used: AddressMap) -> UInt64 {
         func free(_ start: UInt64) -> ClosedRange<UInt64>? {
-            let candidate = start...(start + span - 1)
-            return used.first { $0.overlaps(candidate) }
+            used.firstOverlap(with: start...(start + span - 1))
         }
         func firstFit(in window: ClosedRange<UInt64>) -> UInt64? {
             var start = (window.lowerBound + size - 1) / size * size
@@ -335,5 +334,43 @@ extension Dom0 {
     func mayProbe(_ address: PCIAddress) -> Bool {
         guard let pf = machine[address]?.physicalFunction, let state = sriov[pf] else { return true }
         return state.driversAutoprobe || driverOverrides[address] != nil
+    }
+}
+
+/// Memory ranges in use, kept merged and sorted so that finding a clash is a binary search
+/// (machines with hundreds of PFs would otherwise make window assignment cubic).
+struct AddressMap {
+    private var ranges: [ClosedRange<UInt64>] = []
+
+    /// Index of the first range that ends at or after `address`.
+    private func firstEnding(atOrAfter address: UInt64) -> Int {
+        var low = 0
+        var high = ranges.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ranges[middle].upperBound < address { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// The merged range that overlaps `candidate`, if any.
+    func firstOverlap(with candidate: ClosedRange<UInt64>) -> ClosedRange<UInt64>? {
+        let index = firstEnding(atOrAfter: candidate.lowerBound)
+        guard index < ranges.count, ranges[index].lowerBound <= candidate.upperBound else { return nil }
+        return ranges[index]
+    }
+
+    mutating func insert(_ range: ClosedRange<UInt64>) {
+        // Merge with every range it overlaps or touches.
+        var lower = range.lowerBound
+        var upper = range.upperBound
+        let first = firstEnding(atOrAfter: lower == 0 ? 0 : lower - 1)
+        var last = first
+        while last < ranges.count, upper == .max || ranges[last].lowerBound <= upper + 1 {
+            lower = min(lower, ranges[last].lowerBound)
+            upper = max(upper, ranges[last].upperBound)
+            last += 1
+        }
+        ranges.replaceSubrange(first..<last, with: [lower...upper])
     }
 }

@@ -93,8 +93,22 @@ public protocol FileSystemModel: AnyObject, Sendable {
     func open(_ inode: Inode, flags: Int32, caller: Caller) throws(Errno) -> any OpenFile
     /// Returns at most `size` bytes from `offset`. An empty result is end of file.
     func read(_ file: any OpenFile, offset: Int, size: Int) throws(Errno) -> [UInt8]
+    /// `read` into the caller's buffer (at most `buffer.count` bytes); returns the count. The
+    /// FUSE layer uses this one, so the hot path allocates nothing.
+    func read(_ file: any OpenFile, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int
     func write(_ file: any OpenFile, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> WriteOutcome
     func release(_ file: any OpenFile)
     /// `truncate(2)` or SETATTR(size) on an attribute: accepted and ignored, as sysfs does.
     func truncate(_ inode: Inode, caller: Caller) throws(Errno) -> NodeStat
+}
+
+extension FileSystemModel {
+    public func read(_ file: any OpenFile, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        let bytes = try read(file, offset: offset, size: buffer.count)
+        let count = min(bytes.count, buffer.count)
+        bytes.withUnsafeBytes { source in
+            if count > 0 { buffer.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: count) }
+        }
+        return count
+    }
 }

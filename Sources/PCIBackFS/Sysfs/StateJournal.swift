@@ -4,7 +4,6 @@ import Glibc
 import Musl
 #endif
 import Foundation
-import Synchronization
 
 // `pcibackfsd --state FILE`: the machine survives the daemon.
 //
@@ -499,14 +498,14 @@ public final class StateJournal: Sendable {
         var failed = false
     }
 
-    private let appender: Mutex<Appender>
+    private let appender: Locked<Appender>
     /// The --fsync watermark (in `Appender.total` bytes).
-    private let durable: Mutex<Int>
+    private let durable: Locked<Int>
     private let lockDescriptor: Int32
     /// What the files held at open, waiting for `restore`.
-    private let pending: Mutex<Pending?>
+    private let pending: Locked<Pending?>
     /// The tree it was restored into (weak: the tree holds the journal).
-    private let tree = Mutex(TreeReference())
+    private let tree = Locked(TreeReference())
 
     private struct TreeReference {
         weak var tree: SysfsTree?
@@ -559,13 +558,13 @@ public final class StateJournal: Sendable {
             let started = DispatchTime.now().uptimeNanoseconds
             var (appender, pending) = try StateJournal.load(path: path, options: options)
             pending.readSeconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-            self.appender = Mutex(appender)
-            self.pending = Mutex(pending)
+            self.appender = Locked(appender)
+            self.pending = Locked(pending)
         } catch {
             close(lockDescriptor)
             throw error
         }
-        durable = Mutex(0)
+        durable = Locked(0)
     }
 
     deinit {
@@ -987,8 +986,10 @@ extension SysfsTree {
                     try writeConfig(address, frontend: frontend, offset: offset, data: buffer)
                 }
             case .configRead(let address, let frontend, let offset, let size, let uid, let gid):
+                let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(0, min(size, 4096)), alignment: 1)
+                defer { scratch.deallocate() }
                 _ = try? readConfig(address, frontend: frontend, caller: Caller(uid: uid, gid: gid, pid: 0), offset: offset,
-                                    size: size)
+                                    into: scratch)
             }
         }
         // The verdicts regenerated here were logged by the daemon that made them.

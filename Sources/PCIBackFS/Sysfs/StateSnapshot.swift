@@ -557,6 +557,7 @@ extension StateSnapshot {
         dom0.nextMSIIRQ = saved.nextMSIIRQ
         dom0.tunables = saved.tunables
         state.dom0 = dom0
+        state.layoutEpoch += 1
         var results: [UInt32: String] = [:]
         for (key, value) in lastOperationResults {
             guard let domain = UInt32(key) else { throw .mismatch("frontend '\(key)'") }

@@ -10,7 +10,7 @@ struct SysfsLayout {
 
     func node(at path: String) -> SysfsNode? {
         if path.isEmpty { return .directory }
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        let parts = pathComponents(path)
         switch parts[0] {
         case "bus": return busNode(Array(parts.dropFirst()))
         case "devices": return devicesNode(Array(parts.dropFirst()))
@@ -66,15 +66,17 @@ struct SysfsLayout {
 
     private func devicesNode(_ parts: [String]) -> SysfsNode? {
         if parts.isEmpty { return .directory }
-        guard let members = dom0.machine.rootBuses[parts[0]] else { return nil }
+        let machine = dom0.machine
+        guard machine.rootBuses[parts[0]] != nil else { return nil }
         if parts.count == 1 { return .directory }
-        // Walk the chain of device directories.
-        var candidates = members
+        // Walk the chain of device directories: the first on the root bus, each next one a
+        // child of the one before (VFs count as children of their PF's parent).
         var current: PCIAddress?
         var index = 1
-        while index < parts.count, let address = PCIAddress(kernelName: parts[index]), candidates.contains(address) {
+        while index < parts.count, let address = PCIAddress(kernelName: parts[index]), machine[address] != nil,
+              machine.parentBridge(of: address) == current,
+              current != nil || machine.rootBusOf[address] == parts[0] {
             current = address
-            candidates = dom0.machine.children(of: address)
             index += 1
         }
         guard let device = current else { return nil }
@@ -103,25 +105,27 @@ struct SysfsLayout {
                let vfs = dom0.sriov[address]?.virtualFunctions, id >= 0, id < vfs.count {
                 return .link("../" + vfs[id].description)
             }
-            guard let attribute = DeviceAttribute(rawValue: name), deviceAttributes(address).contains(attribute) else { return nil }
+            guard let attribute = DeviceAttribute(rawValue: name), hasAttribute(attribute, address) else { return nil }
             return .attribute(Attribute(kind: .device(address, attribute), mode: attribute.mode))
         }
     }
 
     func deviceAttributes(_ address: PCIAddress) -> [DeviceAttribute] {
-        guard let device = dom0.machine[address] else { return [] }
-        let isPF = dom0.isPhysicalFunction(address)
-        let isVF = device.physicalFunction != nil
-        return DeviceAttribute.allCases.filter { attribute in
-            if DeviceAttribute.physicalFunctionSet.contains(attribute) { return isPF }
-            switch attribute {
-            case .sriovVFMSIXCount: return isVF
-            case .remove, .rescan: return !isVF
-            case .reset: return device.hasResetMethod(behindBridge: dom0.machine.parentBridge(of: address) != nil)
-            case .currentLinkSpeed, .currentLinkWidth, .maxLinkSpeed, .maxLinkWidth: return device.isPCIExpress
-            case .secondaryBusNumber, .subordinateBusNumber: return device.isBridge
-            default: return true
-            }
+        DeviceAttribute.allCases.filter { hasAttribute($0, address) }
+    }
+
+    /// Whether the function's directory has `attribute` (SR-IOV files on PFs and VFs, link
+    /// files on PCI Express, bus numbers on bridges, reset where a method exists).
+    func hasAttribute(_ attribute: DeviceAttribute, _ address: PCIAddress) -> Bool {
+        guard let device = dom0.machine[address] else { return false }
+        if DeviceAttribute.physicalFunctionSet.contains(attribute) { return dom0.isPhysicalFunction(address) }
+        switch attribute {
+        case .sriovVFMSIXCount: return device.physicalFunction != nil
+        case .remove, .rescan: return device.physicalFunction == nil
+        case .reset: return device.hasResetMethod(behindBridge: dom0.machine.parentBridge(of: address) != nil)
+        case .currentLinkSpeed, .currentLinkWidth, .maxLinkSpeed, .maxLinkWidth: return device.isPCIExpress
+        case .secondaryBusNumber, .subordinateBusNumber: return device.isBridge
+        default: return true
         }
     }
 
@@ -177,7 +181,7 @@ struct SysfsLayout {
     }
 
     private func names(in path: String) -> [String] {
-        let parts = path.split(separator: "/").map(String.init)
+        let parts = path.isEmpty ? [] : pathComponents(path)
         switch parts.first {
         case nil: return ["bus", "devices", "fs", "module"]
         case "bus":

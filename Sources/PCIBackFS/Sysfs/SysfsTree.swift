@@ -1,4 +1,3 @@
-import Synchronization
 
 /// The mounted tree: the dom0 state behind one lock, served through `FileSystemModel`.
 ///
@@ -14,17 +13,44 @@ public final class SysfsTree: FileSystemModel {
         var lastOperationResult: [UInt32: String] = [:]
         /// The last trace sequence number written to the trace log.
         var traceLogged: UInt64 = 0
+        /// Bumped when paths may have changed meaning outside `dom0.topologyGeneration`.
+        var layoutEpoch = 0
         var layout: SysfsLayout { SysfsLayout(dom0: dom0, options: options) }
+
+        var nodeGeneration: NodeGeneration { NodeGeneration(topology: dom0.topologyGeneration, epoch: layoutEpoch) }
+
+        /// What `inode` is now: from the inode table's cache while nothing it depends on has
+        /// changed, otherwise resolved from its path (and cached again).
+        mutating func node(of inode: Inode) -> SysfsNode? {
+            let generation = nodeGeneration
+            if let cached = inodes.cachedNode(inode, at: generation) { return cached }
+            guard let path = inodes.path(of: inode), let node = layout.node(at: path) else { return nil }
+            inodes.cacheNode(node, for: inode, at: generation)
+            return node
+        }
+
+        /// Resolves `name` in `parent`, giving the node an inode.
+        mutating func lookup(parent: Inode, name: String) -> (Inode, SysfsNode)? {
+            guard let parentPath = inodes.path(of: parent) else { return nil }
+            let path = joinPath(parentPath, name)
+            if let inode = inodes.existingInode(for: path) {
+                return node(of: inode).map { (inode, $0) }
+            }
+            guard let node = layout.node(at: path) else { return nil }
+            let inode = inodes.inode(for: path)
+            inodes.cacheNode(node, for: inode, at: nodeGeneration)
+            return (inode, node)
+        }
     }
 
-    let state: Mutex<State>
+    let state: Locked<State>
     private let traceLog: TraceLog?
     /// `--state`: every mutating access is recorded before its reply (StateJournal.swift).
     let journal: StateJournal?
 
     /// `traceLog`: a file that receives every verdict as a JSON line.
     public init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil, journal: StateJournal? = nil) {
-        state = Mutex(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
+        state = Locked(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
         self.traceLog = traceLog
         self.journal = journal
     }
@@ -42,7 +68,10 @@ public final class SysfsTree: FileSystemModel {
 
     /// Runs `body` on the dom0 state under the lock (for tests, tools and the daemon's setup).
     public func withDom0<T: Sendable>(_ body: (inout Dom0) throws -> T) rethrows -> T {
-        try state.withLock { try body(&$0.dom0) }
+        try state.withLock { state in
+            state.layoutEpoch += 1
+            return try body(&state.dom0)
+        }
     }
 
     // MARK: - Nodes and attributes
@@ -68,27 +97,21 @@ public final class SysfsTree: FileSystemModel {
 
     public func lookup(parent: Inode, name: String) throws(Errno) -> NodeStat {
         try state.withLock { state throws(Errno) -> NodeStat in
-            guard let parentPath = state.inodes.path(of: parent) else { throw .noSuchFileOrDirectory }
-            let path = joinPath(parentPath, name)
-            guard let node = state.layout.node(at: path) else { throw .noSuchFileOrDirectory }
-            return SysfsTree.stat(node, inode: state.inodes.inode(for: path), dom0: state.dom0)
+            guard let (inode, node) = state.lookup(parent: parent, name: name) else { throw .noSuchFileOrDirectory }
+            return SysfsTree.stat(node, inode: inode, dom0: state.dom0)
         }
     }
 
     public func getattr(_ inode: Inode) throws(Errno) -> NodeStat {
         try state.withLock { state throws(Errno) -> NodeStat in
-            guard let path = state.inodes.path(of: inode), let node = state.layout.node(at: path) else {
-                throw .noSuchFileOrDirectory
-            }
+            guard let node = state.node(of: inode) else { throw .noSuchFileOrDirectory }
             return SysfsTree.stat(node, inode: inode, dom0: state.dom0)
         }
     }
 
     public func readlink(_ inode: Inode) throws(Errno) -> String {
         try state.withLock { state throws(Errno) -> String in
-            guard let path = state.inodes.path(of: inode), let node = state.layout.node(at: path) else {
-                throw .noSuchFileOrDirectory
-            }
+            guard let node = state.node(of: inode) else { throw .noSuchFileOrDirectory }
             guard case .link(let target) = node else { throw .invalidArgument }
             return target
         }
@@ -126,9 +149,13 @@ public final class SysfsTree: FileSystemModel {
         let canRead: Bool
         let canWrite: Bool
         /// The rendered text of an attribute, taken at offset 0.
-        let snapshot = Mutex<[UInt8]?>(nil)
-        /// pci_op results of ops written through this handle.
-        let results = Mutex<[String]>([])
+        let snapshot = Locked(Scratch())
+
+        struct Scratch {
+            var text: [UInt8]?
+            /// pci_op results of ops written through this handle.
+            var results: [String] = []
+        }
 
         init(node: SysfsNode, caller: Caller, canRead: Bool, canWrite: Bool) {
             self.node = node
@@ -140,9 +167,7 @@ public final class SysfsTree: FileSystemModel {
 
     public func open(_ inode: Inode, flags: Int32, caller: Caller) throws(Errno) -> any OpenFile {
         let node = try state.withLock { state throws(Errno) -> SysfsNode in
-            guard let path = state.inodes.path(of: inode), let node = state.layout.node(at: path) else {
-                throw .noSuchFileOrDirectory
-            }
+            guard let node = state.node(of: inode) else { throw .noSuchFileOrDirectory }
             return node
         }
         let access = flags & 0o3
@@ -168,27 +193,62 @@ public final class SysfsTree: FileSystemModel {
     public func read(_ file: any OpenFile, offset: Int, size: Int) throws(Errno) -> [UInt8] {
         guard let handle = file as? Handle else { throw .badFileDescriptor }
         switch handle.node {
-        case .config(let address, let frontend):
-            defer { if frontend != nil { flushTrace() } }
-            return try readConfig(address, frontend: frontend, caller: handle.caller, offset: offset, size: size)
-        case .attribute(let attribute):
-            let text: [UInt8]
-            if offset == 0 {
-                text = try render(attribute, handle: handle)
-                handle.snapshot.withLock { $0 = text }
-            } else if let snapshot = handle.snapshot.withLock({ $0 }) {
-                text = snapshot
-            } else {
-                text = try render(attribute, handle: handle)
-                handle.snapshot.withLock { $0 = text }
+        case .config:
+            var failure: Errno?
+            let bytes = [UInt8](unsafeUninitializedCapacity: max(0, min(size, 4096))) { buffer, initialized in
+                do throws(Errno) {
+                    initialized = try read(handle, offset: offset, into: UnsafeMutableRawBufferPointer(buffer))
+                } catch {
+                    failure = error
+                    initialized = 0
+                }
             }
+            if let failure { throw failure }
+            return bytes
+        case .attribute(let attribute):
+            let text = try attributeText(attribute, handle: handle, offset: offset)
             guard offset < text.count else { return [] }
+            if offset == 0 && size >= text.count { return text }
             return Array(text[offset..<min(text.count, offset + size)])
         case .directory:
             throw .isDirectory
         case .link:
             throw .invalidArgument
         }
+    }
+
+    public func read(_ file: any OpenFile, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        guard let handle = file as? Handle else { throw .badFileDescriptor }
+        return try read(handle, offset: offset, into: buffer)
+    }
+
+    private func read(_ handle: Handle, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        switch handle.node {
+        case .config(let address, let frontend):
+            defer { if frontend != nil { flushTrace() } }
+            return try readConfig(address, frontend: frontend, caller: handle.caller, offset: offset, into: buffer)
+        case .attribute(let attribute):
+            let text = try attributeText(attribute, handle: handle, offset: offset)
+            guard offset < text.count, !buffer.isEmpty else { return 0 }
+            let count = min(text.count - offset, buffer.count)
+            text.withUnsafeBytes { source in
+                buffer.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: count)
+            }
+            return count
+        case .directory:
+            throw .isDirectory
+        case .link:
+            throw .invalidArgument
+        }
+    }
+
+    /// An attribute's text: rendered at offset 0 and kept in the handle, so later offsets read
+    /// the same value (the kernel's seq_file buffer does this for sysfs).
+    private func attributeText(_ attribute: Attribute, handle: Handle, offset: Int) throws(Errno) -> [UInt8] {
+        if offset != 0, let snapshot = handle.snapshot.withLock({ $0.text }) { return snapshot }
+        let text = try render(attribute, handle: handle)
+        handle.snapshot.withLock { $0.text = text }
+        return text
     }
 
     public func write(_ file: any OpenFile, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> WriteOutcome {
@@ -219,51 +279,61 @@ public final class SysfsTree: FileSystemModel {
     /// word, dwords, a trailing word and byte.
     static func splitAccesses(offset: Int, count: Int) -> [(offset: Int, width: Int)] {
         var accesses: [(Int, Int)] = []
-        var position = offset
-        var remaining = count
-        if position & 1 != 0 && remaining > 0 {
-            accesses.append((position, 1)); position += 1; remaining -= 1
-        }
-        if position & 3 != 0 && remaining > 2 {
-            accesses.append((position, 2)); position += 2; remaining -= 2
-        }
-        while remaining > 3 {
-            accesses.append((position, 4)); position += 4; remaining -= 4
-        }
-        if remaining >= 2 {
-            accesses.append((position, 2)); position += 2; remaining -= 2
-        }
-        if remaining > 0 { accesses.append((position, 1)) }
+        forEachAccess(offset: offset, count: count) { accesses.append(($0, $1)) }
         return accesses
     }
 
-    func readConfig(_ address: PCIAddress, frontend: UInt32?, caller: Caller, offset: Int, size: Int) throws(Errno) -> [UInt8] {
-        try state.withLock { state throws(Errno) -> [UInt8] in
+    /// `splitAccesses` without building the list (config reads and writes are hot paths).
+    @inline(__always)
+    static func forEachAccess<E: Error>(offset: Int, count: Int, _ body: (_ offset: Int, _ width: Int) throws(E) -> Void) throws(E) {
+        var position = offset
+        var remaining = count
+        if position & 1 != 0 && remaining > 0 {
+            try body(position, 1); position += 1; remaining -= 1
+        }
+        if position & 3 != 0 && remaining > 2 {
+            try body(position, 2); position += 2; remaining -= 2
+        }
+        while remaining > 3 {
+            try body(position, 4); position += 4; remaining -= 4
+        }
+        if remaining >= 2 {
+            try body(position, 2); position += 2; remaining -= 2
+        }
+        if remaining > 0 { try body(position, 1) }
+    }
+
+    func readConfig(_ address: PCIAddress, frontend: UInt32?, caller: Caller, offset: Int,
+                    into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        try state.withLock { state throws(Errno) -> Int in
             guard let device = state.dom0.device(address) else { throw .noSuchDevice }
             let limit = caller.isPrivileged ? device.configSize : (device.identity.layout == .cardbus ? 128 : 64)
-            guard offset < limit, size > 0 else { return [] }
-            let count = min(size, limit - offset)
+            guard offset < limit, !buffer.isEmpty else { return 0 }
+            let count = min(buffer.count, limit - offset)
             let journaled = journal?.journalsRead(of: device, frontend: frontend) == true
-            var bytes = [UInt8](repeating: 0, count: count)
-            for access in SysfsTree.splitAccesses(offset: offset, count: count) {
-                var value: UInt32
-                if frontend != nil {
-                    let verdict = state.dom0.guestRead(address, offset: access.offset, size: access.width)
-                    // pcifront turns an error into all-ones; the guest's core truncates to the width.
-                    value = verdict.error == 0 ? verdict.value : 0xffff_ffff
-                } else {
-                    value = state.dom0.hostRead(address, offset: access.offset, width: access.width)
-                }
-                for index in 0..<access.width {
-                    bytes[access.offset - offset + index] = UInt8(truncatingIfNeeded: value)
-                    value >>= 8
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+            // dom0 reads are plain hardware reads: one copy unless a fault must fire per access.
+            if frontend != nil || !device.hardwareReadBytes(offset, into: target) {
+                SysfsTree.forEachAccess(offset: offset, count: count) { position, width in
+                    var value: UInt32
+                    if frontend != nil {
+                        let verdict = state.dom0.guestRead(address, offset: position, size: width)
+                        // pcifront turns an error into all-ones; the guest's core truncates to the width.
+                        value = verdict.error == 0 ? verdict.value : 0xffff_ffff
+                    } else {
+                        value = state.dom0.hostRead(device, offset: position, width: width)
+                    }
+                    for index in 0..<width {
+                        target[position - offset + index] = UInt8(truncatingIfNeeded: value)
+                        value >>= 8
+                    }
                 }
             }
             if journaled {
-                try journal?.append(.configRead(address: address, frontend: frontend, offset: offset, size: size,
+                try journal?.append(.configRead(address: address, frontend: frontend, offset: offset, size: buffer.count,
                                                 uid: caller.uid, gid: caller.gid))
             }
-            return bytes
+            return count
         }
     }
 
@@ -275,16 +345,16 @@ public final class SysfsTree: FileSystemModel {
             // sysfs_kf_bin_write: a write at or past the end of a sized binary file is EFBIG.
             guard offset < limit else { throw .fileTooLarge }
             let count = min(data.count, limit - offset)
-            for access in SysfsTree.splitAccesses(offset: offset, count: count) {
+            SysfsTree.forEachAccess(offset: offset, count: count) { position, width in
                 var value: UInt32 = 0
-                for index in stride(from: access.width - 1, through: 0, by: -1) {
-                    value = value << 8 | UInt32(data[access.offset - offset + index])
+                for index in stride(from: width - 1, through: 0, by: -1) {
+                    value = value << 8 | UInt32(data[position - offset + index])
                 }
                 // Errors of the individual accesses are ignored: the write returns the count.
                 if frontend != nil {
-                    _ = state.dom0.guestWrite(address, offset: access.offset, size: access.width, value: value)
+                    _ = state.dom0.guestWrite(address, offset: position, size: width, value: value)
                 } else {
-                    state.dom0.hostWrite(address, offset: access.offset, width: access.width, value: value)
+                    state.dom0.hostWrite(address, offset: position, width: width, value: value)
                 }
             }
             try journal?.append(.configWrite(address: address, frontend: frontend, offset: offset,
@@ -297,7 +367,7 @@ public final class SysfsTree: FileSystemModel {
 
     private func render(_ attribute: Attribute, handle: Handle) throws(Errno) -> [UInt8] {
         if case .pciOperation(let domain) = attribute.kind {
-            let own = handle.results.withLock { $0 }
+            let own = handle.snapshot.withLock { $0.results }
             if !own.isEmpty { return Array(own.joined().utf8) }
             return try state.withLock { state throws(Errno) -> [UInt8] in
                 guard state.dom0.frontends[domain] != nil else { throw .noSuchDevice }
@@ -313,13 +383,14 @@ public final class SysfsTree: FileSystemModel {
 
     func store(_ attribute: Attribute, input: [UInt8], handle: Handle) throws(Errno) -> [CacheInvalidation] {
         try state.withLock { state throws(Errno) -> [CacheInvalidation] in
+            if attribute.kind.mayChangeTopology { state.layoutEpoch += 1 }
             let before = state.dom0.topologyGeneration
             let entriesBefore = attribute.kind.mayChangeTopology ? state.layout.dynamicEntries() : [:]
             try StateJournal.recordingStore(journal, attribute.kind, input: input, caller: handle.caller) { () throws(Errno) in
                 if case .pciOperation(let domain) = attribute.kind {
                     let line = try state.dom0.performOperationLine(input, frontend: domain)
                     state.lastOperationResult[domain] = line
-                    handle.results.withLock { $0.append(line) }
+                    handle.snapshot.withLock { $0.results.append(line) }
                 } else {
                     try state.dom0.store(attribute.kind, input: input, caller: handle.caller)
                 }
