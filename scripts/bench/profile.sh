@@ -8,12 +8,15 @@
 #   sudo scripts/bench/profile.sh [OUTDIR]      (default /tmp/pcibackfs-profile)
 #   PROFILE_BIN=/path/to/pcibackfsd PROFILE_FILTERBENCH=/path/to/filterbench  (optional overrides)
 #
-# Method: for each workload a fresh daemon runs under callgrind twice, once with N operations
-# and once with none (start-up, setup and one warm-up operation only); the difference divided
-# by N is the cost of one operation. No runtime control (callgrind_control/vgdb) is involved:
-# it can hang when threads sit in read(2) on /dev/fuse. Instruction counts are deterministic,
-# so this works on a busy machine where wall-clock figures are noisy. (perf is the other
-# option when `perf stat -e instructions true` works; on this VM it does not.)
+# Method: for each workload a fresh daemon runs under callgrind for N operations; the cost of one
+# operation is the inclusive instruction count of the daemon's request handlers (pcibackfsd's
+# FUSE operation thunks, the baseline's op_* functions: everything from the handler's entry to
+# its reply, libfuse's reply path included) summed over every request, divided by N. Start-up,
+# the idle loop and unmounting are outside the handlers, so no second run is subtracted.
+# No runtime control (callgrind_control/vgdb) is involved: it can hang when threads sit in
+# read(2) on /dev/fuse. Instruction counts are deterministic, so this works on a busy machine
+# where wall-clock figures are noisy. (perf is the other option when `perf stat -e
+# instructions true` works; on this VM it does not.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -71,25 +74,30 @@ once() {
     echo "$file"
 }
 
-total() { sed -n 's/^summary: //p' "$1"; }
+# handlers FILE SYSTEM: the summed inclusive instructions of the request handlers in FILE
+handlers() {
+    local pattern='fuse_lowlevel_ops.*To \['
+    [ "$2" = baseline ] && pattern='baseline_fs\.c:op_[a-z]+ \['
+    callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null \
+        | grep -E "$pattern" | awk '{ gsub(",", "", $1); sum += $1 } END { printf "%.0f", sum }'
+}
 
 # measure LABEL OPS LOADGEN-ARGS (with @ for the mount point)
 declare -A PER_OP
 measure() {
     local label=$1 ops=$2; shift 2
     for system in pcibackfs baseline; do
-        local full empty
-        full=$(once "$system" "$label" "$ops" "$@")
-        empty=$(once "$system" "$label" 0 "$@")
-        PER_OP[$system.$label]=$(awk -v a="$(total "$full")" -v b="$(total "$empty")" -v n="$ops" 'BEGIN { printf "%.0f", (a - b) / n }')
-        echo "$system $label $full" >> "$OUT/files.txt"
+        local file
+        file=$(once "$system" "$label" "$ops" "$@")
+        PER_OP[$system.$label]=$(awk -v a="$(handlers "$file" "$system")" -v n="$ops" 'BEGIN { printf "%.0f", a / n }')
+        echo "$system $label $file" >> "$OUT/files.txt"
     done
-    printf '%-10s pcibackfs %9s  baseline %8s instructions/op  (%.1fx)\n' "$label" "${PER_OP[pcibackfs.$label]}" \
+    printf '%-10s pcibackfs %9s  baseline %8s instructions/op  (%.2fx)\n' "$label" "${PER_OP[pcibackfs.$label]}" \
         "${PER_OP[baseline.$label]}" "$(awk -v a="${PER_OP[pcibackfs.$label]}" -v b="${PER_OP[baseline.$label]}" 'BEGIN { print a / b }')"
 }
 
 : > "$OUT/files.txt"
-echo "== daemon user-space instructions per operation (callgrind, libfuse included)"
+echo "== daemon instructions per operation in the request handlers (callgrind; libfuse's reply path included)"
 measure B1-front "$OPS_FAST" pread "@/$FRONT/config"
 measure B1-dom0 "$OPS_FAST" pread "@/$DOM0/config"
 measure B2-vendor "$OPS_SLOW" openread "@/$DOM0/vendor" 4096

@@ -15,9 +15,22 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
         self.function = function
     }
 
-    /// One word per address, so dictionaries keyed by address hash once instead of four times.
+    /// The address packed in one word (domain, bus, devfn).
+    @inline(__always)
+    var packed: UInt64 { UInt64(domain) << 16 | UInt64(bus) << 8 | UInt64(devfn) }
+
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(UInt64(domain) << 16 | UInt64(bus) << 8 | UInt64(devfn))
+        hasher.combine(packed)
+    }
+
+    /// What dictionaries keyed by address use: a multiply-xorshift mix of the packed address
+    /// and the seed instead of a full SipHash round (a few instructions instead of ~250; every
+    /// config access looks its device up). Addresses are not attacker-chosen keys.
+    public func _rawHashValue(seed: Int) -> Int {
+        var mixed = packed &+ UInt64(UInt(bitPattern: seed)) &* 0x9e37_79b9_7f4a_7c15
+        mixed = (mixed ^ (mixed >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        mixed = (mixed ^ (mixed >> 27)) &* 0x94d0_49bb_1331_11eb
+        return Int(truncatingIfNeeded: mixed ^ (mixed >> 31))
     }
 
     public static func == (lhs: PCIAddress, rhs: PCIAddress) -> Bool {

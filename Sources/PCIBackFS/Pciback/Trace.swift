@@ -73,7 +73,8 @@ public struct TraceRing: Sendable {
             storage.append(record)
         } else {
             storage[start] = record
-            start = (start + 1) % capacity
+            start += 1
+            if start == capacity { start = 0 }
         }
     }
 
