@@ -6,7 +6,9 @@
  * and with the same FUSE policy as pcibackfsd:
  *
  *   - direct_io on every file, keep_cache off, noflush (no FLUSH round trip on close);
- *   - atomic_o_trunc wanted; writeback cache, readdirplus and symlink caching off;
+ *   - atomic_o_trunc and symlink caching wanted (its links never change target; pcibackfsd
+ *     caches its links too and invalidates one when a store changes it); writeback cache and
+ *     readdirplus off;
  *   - entry/attr timeout 3600 s for static directories; for everything dynamic (links, device
  *     and driver directories, files) --dynamic-timeout S (default 3600, pcibackfsd's policy
  *     since it invalidates what a store changes; 0 was its earlier policy; bench.sh probes the
@@ -137,9 +139,8 @@ static void fill_stat(fuse_ino_t ino, struct stat *st)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void)userdata;
-    conn->want |= FUSE_CAP_ATOMIC_O_TRUNC & conn->capable;
-    conn->want &= ~(FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_READDIRPLUS
-                    | FUSE_CAP_READDIRPLUS_AUTO);
+    conn->want |= (FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_CACHE_SYMLINKS) & conn->capable;
+    conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

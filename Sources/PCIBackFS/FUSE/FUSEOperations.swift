@@ -23,10 +23,14 @@ enum FUSEOperations {
             guard let connection else { return }
             // open(O_TRUNC) arrives as OPEN with O_TRUNC and no SETATTR.
             connection.pointee.want |= CFUSE_CAP_ATOMIC_O_TRUNC & connection.pointee.capable
-            // Symlink targets can change: never cache them. No writeback cache (writes must
-            // reach the model synchronously), no readdirplus (not implemented).
-            connection.pointee.want &= ~(CFUSE_CAP_CACHE_SYMLINKS | CFUSE_CAP_WRITEBACK_CACHE
-                | CFUSE_CAP_READDIRPLUS | CFUSE_CAP_READDIRPLUS_AUTO)
+            // Symlink targets are cached by the kernel: every path through
+            // bus/pci/devices/<BDF> would otherwise cost a READLINK round trip. A store that
+            // changes a target (bind, unbind, remove, SR-IOV) returns an inode invalidation
+            // for the link, which drops the cached target before write(2) returns.
+            connection.pointee.want |= CFUSE_CAP_CACHE_SYMLINKS & connection.pointee.capable
+            // No writeback cache (writes must reach the model synchronously), no readdirplus
+            // (not implemented).
+            connection.pointee.want &= ~(CFUSE_CAP_WRITEBACK_CACHE | CFUSE_CAP_READDIRPLUS | CFUSE_CAP_READDIRPLUS_AUTO)
         }
 
         ops.lookup = { request, parent, name in
