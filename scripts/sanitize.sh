@@ -19,10 +19,15 @@
 # * The daemon's locks are pthread mutexes (Locked), which ThreadSanitizer intercepts.
 #   (Synchronization.Mutex is futex-based inside an uninstrumented module: TSan saw none of
 #   its ordering and reported every access behind it as a race.)
-# * libfuse (uninstrumented) cancels its worker threads with pthread_cancel while they sit in
-#   read(2). With TSan's default of ignoring interceptors called from uninstrumented modules,
-#   the cancelled read leaves an ignore open and TSan aborts ("thread finished with ignores
-#   enabled"). TSAN_OPTIONS gets ignore_noninstrumented_modules=0 here, which removes that.
+# * Worker threads that libfuse (uninstrumented) starts end "with ignores enabled" as far as
+#   TSan can tell (libfuse cancels or retires them inside intercepted calls), and TSan aborts
+#   the process at that point. So: FUSEAdapterTests, which mounts in the test process, is
+#   skipped under TSan (it runs under ASan); in the daemon this happens only once the load is
+#   over, and the load test is told that this one message is not a finding (any race, ASan or
+#   UBSan report still fails it).
+# * The Swift runtime's own metadata-cache locks show a lock-order inversion under TSan
+#   (reported inside swift::ConcurrentReadableHashMap while instantiating generic metadata);
+#   those are suppressed (.build-tsan/tsan.supp), nothing of pcibackfs's.
 # * LeakSanitizer: leaks inside XCTest's runner and Foundation.Process.run are suppressed.
 # * Tests that run the daemon binary (capture, --version, mount suites) use the normal debug
 #   build, so `swift build` runs first.
@@ -41,7 +46,7 @@ while [ $# -gt 0 ]; do
         --with-mount-tests) MOUNT_TESTS=1; shift ;;
         --skip) USER_SKIP=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "sanitize: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -81,7 +86,6 @@ if [ "$MOUNT_TESTS" -eq 0 ]; then
     echo "== skipping the mount suites: $SKIPPED"
 fi
 swift build
-export TSAN_OPTIONS="ignore_noninstrumented_modules=0${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 join() { local IFS='|'; echo "$*"; }
 
 summary=()
@@ -96,10 +100,17 @@ for sanitizer in "${SANITIZERS[@]}"; do
     swift build --build-tests --sanitize="$sanitizer" --scratch-path "$scratch"
     skip=()
     [ -n "$SKIPPED" ] && skip+=("$SKIPPED")
+    [ "$sanitizer" = thread ] && skip+=(FUSEAdapterTests)
     [ -n "$USER_SKIP" ] && skip+=("$USER_SKIP")
     skip_args=()
     [ ${#skip[@]} -gt 0 ] && skip_args=(--skip "$(join "${skip[@]}")")
     printf 'leak:libXCTest.so\nleak:Foundation7ProcessC3run\n' >"$scratch/lsan.supp"
+    printf 'deadlock:swift::ConcurrentReadableHashMap\ndeadlock:swift::VariadicMetadataCacheEntryBase\n' >"$scratch/tsan.supp"
+    known_reports=""
+    if [ "$sanitizer" = thread ]; then
+        export TSAN_OPTIONS="suppressions=$PWD/$scratch/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+        known_reports="finished with ignores enabled"
+    fi
     echo "== $sanitizer: unit tests"
     log="$scratch/sanitize-test.log"
     test_status=0
@@ -115,7 +126,8 @@ for sanitizer in "${SANITIZERS[@]}"; do
     fi
     echo "== $sanitizer: load test against the sanitized daemon ($LOAD_SECS s)"
     load_log="$scratch/sanitize-load.log"
-    if scripts/load-test.sh --bin "$scratch/debug/pcibackfsd" --secs "$LOAD_SECS" --op-timeout 30 2>&1 | tee "$load_log"; then
+    if LOAD_TEST_KNOWN_REPORT="$known_reports" scripts/load-test.sh --bin "$scratch/debug/pcibackfsd" --secs "$LOAD_SECS" \
+        --op-timeout 30 2>&1 | tee "$load_log"; then
         summary+=("$sanitizer daemon under load: PASS ($(grep -E "ops/s" "$load_log" | sed 's/^ *//'))")
     else
         races=$(grep -c "WARNING: ThreadSanitizer" "$load_log" || true)
