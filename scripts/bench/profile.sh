@@ -43,7 +43,7 @@ FRONT=fs/pcibackfs/frontends/1/bus/pci/devices/0000:00:00.0
 DOM0=bus/pci/devices/$NIC
 AIC=bus/pci/drivers/pciback/allow_interrupt_control
 OPS_FAST=${PROFILE_OPS_FAST:-20000}
-OPS_SLOW=${PROFILE_OPS_SLOW:-2000}
+OPS_SLOW=${PROFILE_OPS_SLOW:-10000}
 
 # once SYSTEM LABEL OPS LOADGEN-ARGS...: one daemon under callgrind, OPS operations; prints the file
 once() {

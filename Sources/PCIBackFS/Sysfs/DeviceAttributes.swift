@@ -5,12 +5,13 @@ extension Dom0 {
         let identity = device.identity
         let text: String
         switch attribute {
-        case .vendor: text = "0x" + hex(identity.vendor, width: 4)
-        case .device: text = "0x" + hex(identity.device, width: 4)
-        case .subsystemVendor: text = "0x" + hex(identity.subsystemVendor, width: 4)
-        case .subsystemDevice: text = "0x" + hex(identity.subsystemDevice, width: 4)
-        case .class: text = "0x" + hex(identity.classCode, width: 6)
-        case .revision: text = "0x" + hex(identity.revision, width: 2)
+        // The ID files are what every lspci and toolstack run reads: formatted byte-wise.
+        case .vendor: return hexLine(UInt32(identity.vendor), digits: 4)
+        case .device: return hexLine(UInt32(identity.device), digits: 4)
+        case .subsystemVendor: return hexLine(UInt32(identity.subsystemVendor), digits: 4)
+        case .subsystemDevice: return hexLine(UInt32(identity.subsystemDevice), digits: 4)
+        case .class: return hexLine(UInt32(identity.classCode), digits: 6)
+        case .revision: return hexLine(UInt32(identity.revision), digits: 2)
         case .irq: text = String(device.kernelMSIEnabled && device.msiIRQ != 0 ? device.msiIRQ : device.irq)
         case .resource: return Array(resourceText(device).utf8)
         case .enable: text = String(device.enableCount)
@@ -47,6 +48,21 @@ extension Dom0 {
         case .subordinateBusNumber: text = String(device.config.read(PCIRegister.subordinateBus, width: 1))
         }
         return Array((text + "\n").utf8)
+    }
+
+    /// `"0x%0Nx\n"` of `value` (N = `digits`, at least; more digits if the value needs them).
+    private func hexLine(_ value: UInt32, digits: Int) -> [UInt8] {
+        let needed = max(digits, (32 - value.leadingZeroBitCount + 3) / 4)
+        return [UInt8](unsafeUninitializedCapacity: needed + 3) { buffer, count in
+            buffer[0] = UInt8(ascii: "0")
+            buffer[1] = UInt8(ascii: "x")
+            for index in 0..<needed {
+                let nibble = UInt8(truncatingIfNeeded: value >> (4 * UInt32(needed - 1 - index))) & 0xf
+                buffer[2 + index] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
+            }
+            buffer[needed + 2] = UInt8(ascii: "\n")
+            count = needed + 3
+        }
     }
 
     private var cpuCount: Int { max(1, SystemFacts.processorCount) }
