@@ -28,7 +28,9 @@
 # * The Swift runtime's own metadata-cache locks show a lock-order inversion under TSan
 #   (reported inside swift::ConcurrentReadableHashMap while instantiating generic metadata);
 #   those are suppressed (.build-tsan/tsan.supp), nothing of pcibackfs's.
-# * LeakSanitizer: leaks inside XCTest's runner and Foundation.Process.run are suppressed.
+# * LeakSanitizer: leaks inside XCTest's runner, Foundation.Process.run and Foundation's
+#   readBytesFromFile (Data(contentsOf:) of a file the test harness's subprocess left empty)
+#   are suppressed: toolchain code, not pcibackfs's.
 # * Tests that run the daemon binary (capture, --version, mount suites) use the normal debug
 #   build, so `swift build` runs first.
 set -euo pipefail
@@ -46,7 +48,7 @@ while [ $# -gt 0 ]; do
         --with-mount-tests) MOUNT_TESTS=1; shift ;;
         --skip) USER_SKIP=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
         *) echo "sanitize: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -104,7 +106,7 @@ for sanitizer in "${SANITIZERS[@]}"; do
     [ -n "$USER_SKIP" ] && skip+=("$USER_SKIP")
     skip_args=()
     [ ${#skip[@]} -gt 0 ] && skip_args=(--skip "$(join "${skip[@]}")")
-    printf 'leak:libXCTest.so\nleak:Foundation7ProcessC3run\n' >"$scratch/lsan.supp"
+    printf 'leak:libXCTest.so\nleak:Foundation7ProcessC3run\nleak:readBytesFromFile\n' >"$scratch/lsan.supp"
     printf 'deadlock:swift::ConcurrentReadableHashMap\ndeadlock:swift::VariadicMetadataCacheEntryBase\n' >"$scratch/tsan.supp"
     known_reports=""
     if [ "$sanitizer" = thread ]; then
