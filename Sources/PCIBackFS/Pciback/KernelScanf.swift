@@ -46,6 +46,8 @@ struct KernelScanf {
     /// Scans `input` (the bytes up to the first NUL, as the C string the store sees).
     func scan(_ input: [UInt8]) -> Result {
         var result = Result()
+        // One allocation for every conversion the format can make (stores parse on every write).
+        result.values.reserveCapacity(tokens.count)
         var position = 0
         func at(_ index: Int) -> UInt8 { index < input.count ? input[index] : 0 }
         for token in tokens {

@@ -148,8 +148,10 @@ public final class SysfsTree: FileSystemModel {
         let caller: Caller
         let canRead: Bool
         let canWrite: Bool
-        /// The rendered text of an attribute, taken at offset 0.
-        let snapshot = Locked(Scratch())
+        /// The rendered text of an attribute, taken at offset 0, and pci_op results. Only
+        /// text attributes have one: a config file or a write-only open needs none (and an
+        /// open-write-close store then allocates one object less).
+        private let scratch: Locked<Scratch>?
 
         struct Scratch {
             var text: [UInt8]?
@@ -162,6 +164,18 @@ public final class SysfsTree: FileSystemModel {
             self.caller = caller
             self.canRead = canRead
             self.canWrite = canWrite
+            var needsScratch = false
+            if case .attribute(let attribute) = node {
+                if case .pciOperation = attribute.kind { needsScratch = true } else { needsScratch = canRead }
+            }
+            scratch = needsScratch ? Locked(Scratch()) : nil
+        }
+
+        /// Runs `body` on the scratch state; a handle without one behaves as if it were empty.
+        func withScratch<T>(_ body: (inout Scratch) -> T) -> T {
+            if let scratch { return scratch.withLock(body) }
+            var empty = Scratch()
+            return body(&empty)
         }
     }
 
@@ -245,9 +259,9 @@ public final class SysfsTree: FileSystemModel {
     /// An attribute's text: rendered at offset 0 and kept in the handle, so later offsets read
     /// the same value (the kernel's seq_file buffer does this for sysfs).
     private func attributeText(_ attribute: Attribute, handle: Handle, offset: Int) throws(Errno) -> [UInt8] {
-        if offset != 0, let snapshot = handle.snapshot.withLock({ $0.text }) { return snapshot }
+        if offset != 0, let snapshot = handle.withScratch({ $0.text }) { return snapshot }
         let text = try render(attribute, handle: handle)
-        handle.snapshot.withLock { $0.text = text }
+        handle.withScratch { $0.text = text }
         return text
     }
 
@@ -367,7 +381,7 @@ public final class SysfsTree: FileSystemModel {
 
     private func render(_ attribute: Attribute, handle: Handle) throws(Errno) -> [UInt8] {
         if case .pciOperation(let domain) = attribute.kind {
-            let own = handle.snapshot.withLock { $0.results }
+            let own = handle.withScratch { $0.results }
             if !own.isEmpty { return Array(own.joined().utf8) }
             return try state.withLock { state throws(Errno) -> [UInt8] in
                 guard state.dom0.frontends[domain] != nil else { throw .noSuchDevice }
@@ -390,7 +404,7 @@ public final class SysfsTree: FileSystemModel {
                 if case .pciOperation(let domain) = attribute.kind {
                     let line = try state.dom0.performOperationLine(input, frontend: domain)
                     state.lastOperationResult[domain] = line
-                    handle.snapshot.withLock { $0.results.append(line) }
+                    handle.withScratch { $0.results.append(line) }
                 } else {
                     try state.dom0.store(attribute.kind, input: input, caller: handle.caller)
                 }
