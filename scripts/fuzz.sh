@@ -15,14 +15,15 @@
 # "Reliability" is 10 million executions or one hour per target, whichever comes first:
 #   scripts/fuzz.sh TARGET 3600 -runs=10000000
 # FUZZ_FILTER_TRACE=1 scripts/fuzz.sh filter reproduce FILE prints each guest write of the input
-# with the implementation's error and the model's.
+# with the implementation's error and the model's. The filter target starts every input from a
+# verified deep copy of a world built once; FUZZ_FILTER_REBUILD=1 builds it afresh per input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 FUZZ=$ROOT/scripts/fuzz
 TARGETS="filter grammar lspci machinefile"
 
-usage() { sed -n '2,18p' "$0"; exit 2; }
+usage() { sed -n '2,19p' "$0"; exit 2; }
 [ $# -ge 2 ] || usage
 TARGET=$1
 SECONDS_ARG=$2
@@ -34,9 +35,10 @@ if [ "$TARGET" = all ]; then
 fi
 case " $TARGETS " in *" $TARGET "*) ;; *) echo "fuzz: unknown target $TARGET (one of: $TARGETS, all)" >&2; exit 2 ;; esac
 
-# SwiftPM renames an executable's `main` to `<module>_main` and links with --defsym, so the
-# harness's main.swift calls LLVMFuzzerRunDriver itself; -sanitize=fuzzer instruments every
-# module (coverage) and links libFuzzer, -sanitize=address adds ASan and LeakSanitizer.
+# SwiftPM renames an executable's `main` to `<module>_main` and links with --defsym, so each
+# harness's main.swift calls LLVMFuzzerRunDriver itself (the shared glue in scripts/fuzz/Sources/
+# FuzzDriver); -sanitize=fuzzer instruments every module (coverage) and links libFuzzer,
+# -sanitize=address adds ASan and LeakSanitizer.
 echo "== building fuzz-$TARGET (release, -sanitize=fuzzer,address)"
 mkdir -p "$ROOT/.build-fuzz"
 for attempt in 1 2 3; do

@@ -4,6 +4,9 @@
 //   scripts/fuzz.sh TARGET SECONDS        (TARGET: filter, grammar, lspci, machinefile)
 import PackageDescription
 
+/// What each harness links: the code under test and the shared driver.
+let harness: [Target.Dependency] = ["FuzzDriver", .product(name: "PCIBackFS", package: "pcibackfs")]
+
 let package = Package(
     name: "pcibackfs-fuzz",
     platforms: [.macOS(.v15)],
@@ -11,10 +14,12 @@ let package = Package(
         .package(name: "pcibackfs", path: "../.."),
     ],
     targets: [
-        .executableTarget(name: "fuzz-filter", dependencies: [.product(name: "PCIBackFS", package: "pcibackfs")]),
-        .executableTarget(name: "fuzz-grammar", dependencies: [.product(name: "PCIBackFS", package: "pcibackfs")]),
-        .executableTarget(name: "fuzz-lspci", dependencies: [.product(name: "PCIBackFS", package: "pcibackfs")]),
-        .executableTarget(name: "fuzz-machinefile", dependencies: [.product(name: "PCIBackFS", package: "pcibackfs")]),
+        // The libFuzzer driver glue (LLVMFuzzerRunDriver) every harness's main.swift calls.
+        .target(name: "FuzzDriver"),
+        .executableTarget(name: "fuzz-filter", dependencies: harness),
+        .executableTarget(name: "fuzz-grammar", dependencies: harness),
+        .executableTarget(name: "fuzz-lspci", dependencies: harness),
+        .executableTarget(name: "fuzz-machinefile", dependencies: harness),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -63,7 +63,7 @@ private struct Field {
 private struct Function {
     let address: PCIAddress
     let name: [UInt8]
-    let device: EmulatedDevice
+    var device: EmulatedDevice  // (var: a copied world points it at its own copy)
     let pm: Int, vpd: Int, msi: Int, msix: Int
     let builtinFields: [Field]
     var quirks: [Field] = []
@@ -721,6 +721,186 @@ private func makeWorld(profile: KernelProfile, passthrough: Bool) -> World {
     return World(dom0: dom0, functions: functions, profile: profile)
 }
 
+// MARK: - Starting worlds, built once and copied
+//
+// Building a world (BuiltinMachine.make, Dom0's boot, unbind/new_slot/bind of every function)
+// took about 80% of each execution, so each of the ten (profile, passthrough) worlds is built
+// once and every input starts from a deep copy of it. Everything in a World is a value except
+// the EmulatedDevice instances (a class): a plain copy would share the devices, and one input's
+// writes would leak into the next. The copy therefore gets new devices: EmulatedDevice.clone
+// copies the hardware (config bytes and masks, BARs, VPD, ...), and the PCI core's state that
+// clone starts afresh (pci_save_state's buffer, enable count, bus mastering) is put back through
+// the core's own operations. Whether that reproduces the template exactly is not assumed: at
+// start-up each copy is compared with its template over every stored property, private ones
+// included (Mirror), and must share no object with it. Should that ever fail (a new field the
+// copy does not know about), the target says so on stderr and builds that world afresh for
+// every input, as it did before. FUZZ_FILTER_REBUILD=1 forces the rebuild (to compare speed).
+
+/// What a copy must redo for one function, read once from the template.
+private struct CoreState {
+    let address: PCIAddress
+    /// pci_save_state was called. The copy saves its config as cloned, which matches the
+    /// template's buffer after bind (the start-up comparison checks it).
+    let saved: Bool
+    /// Upstream bridges stay enabled, with bus mastering, after their children's enable.
+    let enableCount: Int
+    let busmaster: Bool
+}
+
+private struct Template {
+    let world: World
+    let core: [CoreState]
+    /// false: the copy was not exact; every input rebuilds the world.
+    let copyable: Bool
+}
+
+private func coreStates(_ world: World) -> [CoreState] {
+    world.dom0.machine.order.map { address in
+        let device = world.dom0.machine[address]!
+        let saved = Mirror(reflecting: device).children.contains { $0.label == "savedState" && !isNil($0.value) }
+        return CoreState(address: address, saved: saved, enableCount: device.enableCount, busmaster: device.isBusmaster)
+    }
+}
+
+private func isNil(_ value: Any) -> Bool {
+    let mirror = Mirror(reflecting: value)
+    return mirror.displayStyle == .optional && mirror.children.isEmpty
+}
+
+/// A copy of `template.world` that shares no EmulatedDevice with it.
+private func copyWorld(_ template: Template) -> World {
+    var world = template.world
+    let machine = template.world.dom0.machine
+    var copies: [EmulatedDevice] = []
+    for state in template.core {
+        let original = machine[state.address]!
+        let copy = original.clone(at: state.address, irq: original.irq, bootDriver: original.bootDriver)
+        copy.faults = original.faults
+        copy.msiIRQ = original.msiIRQ
+        if state.saved { copy.saveState() }
+        copies.append(copy)
+    }
+    // A new Machine links each copy to its upstream bridge (the copy's, not the template's).
+    world.dom0.machine = Machine(name: machine.name, devices: copies)
+    for state in template.core {
+        let copy = world.dom0.machine[state.address]!
+        for _ in 0..<state.enableCount { try? copy.enableDevice() }
+        if state.busmaster { copy.setBusMaster(true) }
+    }
+    for index in world.functions.indices {
+        world.functions[index].device = world.dom0.machine[world.functions[index].address]!
+    }
+    return world
+}
+
+/// A structural dump of a value graph: every stored property (private ones included), dictionary
+/// and set entries in sorted order, each class instance by its order of first appearance (two
+/// graphs with the same shape and values dump the same). `objects` collects the instances seen.
+private struct GraphDump {
+    var objects: [ObjectIdentifier: Int] = [:]
+    var text = ""
+
+    mutating func dump(_ value: Any) {
+        if let bytes = value as? [UInt8] {  // config spaces: hex, as Array's description is slow
+            text += "bytes:"
+            text += String(unsafeUninitializedCapacity: 2 * bytes.count) { buffer in
+                let digits = Array("0123456789abcdef".utf8)
+                for (index, byte) in bytes.enumerated() {
+                    buffer[2 * index] = digits[Int(byte >> 4)]
+                    buffer[2 * index + 1] = digits[Int(byte & 0xf)]
+                }
+                return 2 * bytes.count
+            }
+            return
+        }
+        let mirror = Mirror(reflecting: value)
+        switch mirror.displayStyle {
+        case .class?:
+            let id = ObjectIdentifier(value as AnyObject)
+            if let ordinal = objects[id] {
+                text += "@\(ordinal)"
+                return
+            }
+            objects[id] = objects.count
+            text += "\(type(of: value))#\(objects.count - 1){"
+            var level: Mirror? = mirror
+            while let current = level {
+                dumpChildren(current)
+                level = current.superclassMirror
+            }
+            text += "}"
+        case .dictionary?, .set?:
+            // Storage order depends on history; the entries' own dumps give a stable order.
+            var entries: [(key: String, value: Any)] = []
+            for child in mirror.children {
+                let parts = Array(Mirror(reflecting: child.value).children)
+                var key = GraphDump()
+                key.dump(mirror.displayStyle == .set ? child.value : parts[0].value)
+                entries.append((key.text, mirror.displayStyle == .set ? () : parts[1].value))
+            }
+            text += "["
+            for entry in entries.sorted(by: { $0.key < $1.key }) {
+                text += entry.key + ":"
+                dump(entry.value)
+                text += ","
+            }
+            text += "]"
+        default:
+            if mirror.children.isEmpty, mirror.displayStyle != .optional {
+                text += "\(type(of: value))(\(String(describing: value)))"
+                return
+            }
+            text += "\(type(of: value)){"
+            dumpChildren(mirror)
+            text += "}"
+        }
+    }
+
+    private mutating func dumpChildren(_ mirror: Mirror) {
+        for child in mirror.children {
+            text += (child.label ?? "_") + "="
+            dump(child.value)
+            text += ";"
+        }
+    }
+}
+
+private func makeTemplate(profile: KernelProfile, passthrough: Bool) -> Template {
+    let world = makeWorld(profile: profile, passthrough: passthrough)
+    let core = coreStates(world)
+    if getenv("FUZZ_FILTER_REBUILD") != nil { return Template(world: world, core: core, copyable: false) }
+    let copy = copyWorld(Template(world: world, core: core, copyable: true))
+    var original = GraphDump(), copied = GraphDump()
+    original.dump(world)
+    copied.dump(copy)
+    let shared = Set(original.objects.keys).intersection(copied.objects.keys)
+    let exact = original.text == copied.text && shared.isEmpty && !original.objects.isEmpty
+    if !exact {
+        let difference = zip(original.text, copied.text).prefix { $0 == $1 }.count
+        let context = { (text: String) in String(text.dropFirst(max(0, difference - 120)).prefix(240)) }
+        let message = """
+            fuzz-filter: the copied \(profile.rawValue)/\(passthrough) world is not an exact copy \
+            (\(shared.count) shared objects; first difference at \(difference):
+              template: \(context(original.text))
+              copy:     \(context(copied.text)));
+            building it afresh for every input instead (slower, same checks)
+
+            """
+        _ = message.withCString { write(2, $0, strlen($0)) }
+    }
+    return Template(world: world, core: core, copyable: exact)
+}
+
+/// The ten starting worlds (every profile, both backends), built on first use.
+nonisolated(unsafe) private let templates: [Template] = profiles.flatMap { profile in
+    [false, true].map { makeTemplate(profile: profile, passthrough: $0) }
+}
+
+private func startingWorld(profile: KernelProfile, passthrough: Bool) -> World {
+    let template = templates[profiles.firstIndex(of: profile)! * 2 + (passthrough ? 1 : 0)]
+    return template.copyable ? copyWorld(template) : makeWorld(profile: profile, passthrough: passthrough)
+}
+
 // MARK: - Input decoding
 
 private let extremeOffsets: [Int] = [Int.min, Int.max, Int.max - 3, Int.min + 4, Int(Int32.max), Int(Int32.min),
@@ -752,7 +932,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var r = Reader(data: UnsafeBufferPointer(start: data, count: size))
     let header = r.byte()
     let profile = profiles[Int(header & 7) % profiles.count]
-    var world = makeWorld(profile: profile, passthrough: header & 0x08 != 0)
+    var world = startingWorld(profile: profile, passthrough: header & 0x08 != 0)
     if header & 0x10 != 0 { world.dom0.policy.globalPermissive = true }
     var steps = 0
     while !r.isDone, steps < 64 {
