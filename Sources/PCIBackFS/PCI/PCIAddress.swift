@@ -33,10 +33,6 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
         return Int(truncatingIfNeeded: mixed ^ (mixed >> 31))
     }
 
-    public static func == (lhs: PCIAddress, rhs: PCIAddress) -> Bool {
-        lhs.domain == rhs.domain && lhs.bus == rhs.bus && lhs.slot == rhs.slot && lhs.function == rhs.function
-    }
-
     /// devfn as the kernel packs it: slot << 3 | function.
     public var devfn: UInt8 { slot << 3 | function }
 
@@ -79,7 +75,7 @@ public struct PCIAddress: Hashable, Comparable, Sendable, CustomStringConvertibl
     public init?(kernelName text: Substring) {
         guard text.utf8.count == 12 else { return nil }
         let bytes = Array(text.utf8)
-        guard bytes.count == 12, bytes[4] == UInt8(ascii: ":"), bytes[7] == UInt8(ascii: ":"),
+        guard bytes[4] == UInt8(ascii: ":"), bytes[7] == UInt8(ascii: ":"),
               bytes[10] == UInt8(ascii: ".")
         else { return nil }
         func value(_ range: Range<Int>) -> UInt32? {

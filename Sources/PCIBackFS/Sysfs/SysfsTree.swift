@@ -289,15 +289,8 @@ public final class SysfsTree: FileSystemModel {
 
     // MARK: - config
 
-    /// The naturally aligned accesses `pci-sysfs.c` makes of a range: a leading byte, a leading
-    /// word, dwords, a trailing word and byte.
-    static func splitAccesses(offset: Int, count: Int) -> [(offset: Int, width: Int)] {
-        var accesses: [(Int, Int)] = []
-        forEachAccess(offset: offset, count: count) { accesses.append(($0, $1)) }
-        return accesses
-    }
-
-    /// `splitAccesses` without building the list (config reads and writes are hot paths).
+    /// Calls `body` for each naturally aligned access `pci-sysfs.c` makes of a range: a leading
+    /// byte, a leading word, dwords, a trailing word and byte (no list is built: hot path).
     @inline(__always)
     static func forEachAccess<E: Error>(offset: Int, count: Int, _ body: (_ offset: Int, _ width: Int) throws(E) -> Void) throws(E) {
         var position = offset
