@@ -45,14 +45,19 @@ public final class SysfsTree: FileSystemModel {
 
     let state: Locked<State>
     private let traceLog: TraceLog?
-    /// `--state`: every mutating access is recorded before its reply (StateJournal.swift).
-    let journal: StateJournal?
+    /// `--state`: every mutating access is reported before its reply (ChangeRecorder.swift).
+    let recorder: (any ChangeRecorder)?
 
     /// `traceLog`: a file that receives every verdict as a JSON line.
-    public init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil, journal: StateJournal? = nil) {
+    public convenience init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil) {
+        self.init(dom0: dom0, legacyModes: legacyModes, traceLog: traceLog, recorder: nil)
+    }
+
+    /// A tree that reports its changes to `recorder` (the `--state` journal builds one this way).
+    init(dom0: sending Dom0, legacyModes: Bool, traceLog: TraceLog?, recorder: (any ChangeRecorder)?) {
         state = Locked(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
         self.traceLog = traceLog
-        self.journal = journal
+        self.recorder = recorder
     }
 
     /// Appends the verdicts recorded since the last call to the trace log, outside the lock.
@@ -267,7 +272,7 @@ public final class SysfsTree: FileSystemModel {
 
     public func write(_ file: any OpenFile, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> WriteOutcome {
         guard let handle = file as? Handle else { throw .badFileDescriptor }
-        defer { journal?.commit() }
+        defer { recorder?.commit() }
         switch handle.node {
         case .config(let address, let frontend):
             defer { if frontend != nil { flushTrace() } }
@@ -317,7 +322,7 @@ public final class SysfsTree: FileSystemModel {
             let limit = caller.isPrivileged ? device.configSize : (device.identity.layout == .cardbus ? 128 : 64)
             guard offset < limit, !buffer.isEmpty else { return 0 }
             let count = min(buffer.count, limit - offset)
-            let journaled = journal?.journalsRead(of: device, frontend: frontend) == true
+            let recorded = recorder?.recordsRead(of: device, frontend: frontend) == true
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
             // dom0 reads are plain hardware reads: one copy unless a fault must fire per access.
             if frontend != nil || !device.hardwareReadBytes(offset, into: target) {
@@ -336,9 +341,9 @@ public final class SysfsTree: FileSystemModel {
                     }
                 }
             }
-            if journaled {
-                try journal?.append(.configRead(address: address, frontend: frontend, offset: offset, size: buffer.count,
-                                                uid: caller.uid, gid: caller.gid))
+            if recorded {
+                try recorder?.record(.configRead(address: address, frontend: frontend, offset: offset, size: buffer.count,
+                                                 uid: caller.uid, gid: caller.gid))
             }
             return count
         }
@@ -364,8 +369,8 @@ public final class SysfsTree: FileSystemModel {
                     state.dom0.hostWrite(address, offset: position, width: width, value: value)
                 }
             }
-            try journal?.append(.configWrite(address: address, frontend: frontend, offset: offset,
-                                             bytes: Array(UnsafeRawBufferPointer(rebasing: data[0..<count]))))
+            try recorder?.record(.configWrite(address: address, frontend: frontend, offset: offset,
+                                              bytes: Array(UnsafeRawBufferPointer(rebasing: data[0..<count]))))
             return count
         }
     }
@@ -393,7 +398,7 @@ public final class SysfsTree: FileSystemModel {
             if attribute.kind.mayChangeTopology { state.layoutEpoch += 1 }
             let before = state.dom0.topologyGeneration
             let entriesBefore = attribute.kind.mayChangeTopology ? state.layout.dynamicEntries() : [:]
-            try StateJournal.recordingStore(journal, attribute.kind, input: input, caller: handle.caller) { () throws(Errno) in
+            try recordingStore(attribute.kind, input: input, caller: handle.caller) { () throws(Errno) in
                 if case .pciOperation(let domain) = attribute.kind {
                     let line = try state.dom0.performOperationLine(input, frontend: domain)
                     state.lastOperationResult[domain] = line
@@ -405,6 +410,14 @@ public final class SysfsTree: FileSystemModel {
             guard attribute.kind.mayChangeTopology, state.dom0.topologyGeneration != before else { return [] }
             return SysfsTree.invalidations(from: entriesBefore, to: state.layout.dynamicEntries(), inodes: state.inodes)
         }
+    }
+
+    /// Runs a store: through the recorder, which records it with its outcome, when there is one.
+    private func recordingStore(_ kind: AttributeKind, input: [UInt8], caller: Caller, _ body: () throws(Errno) -> Void)
+        throws(Errno)
+    {
+        guard let recorder else { return try body() }
+        try recorder.recordingStore(kind, input: input, caller: caller, body)
     }
 
     /// Dentries the kernel must drop: entries that appeared, vanished or changed target.
