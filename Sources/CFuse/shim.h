@@ -12,9 +12,16 @@
  *   - the opaque `struct fuse_loop_config` (public before API 3.12, opaque since), which is
  *     created, configured and freed here around one call of the multithreaded loop.
  *
- * Swift code calls only `cfuse_*` for these and plain libfuse functions for the rest. Only
- * Sources/PCIBackFS/FUSE/ imports this module.
+ * Swift code calls only `cfuse_*` for these and plain libfuse functions for the rest.
+ *
+ * It also gives `pcibackfsd run` the Linux process calls that Swift cannot see: glibc declares
+ * unshare(2) only under _GNU_SOURCE, and prctl(2) is variadic (`csys_*` below).
+ *
+ * Only Sources/PCIBackFS/FUSE/ (libfuse) and Sources/PCIBackFS/Runner/ (`csys_*`) import it.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
 #ifndef PCIBACKFS_CFUSE_SHIM_H
 #define PCIBACKFS_CFUSE_SHIM_H
 
@@ -25,6 +32,9 @@
 #include <errno.h>
 #include <stddef.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 
 #if !defined(FUSE_MAJOR_VERSION) || !defined(FUSE_MINOR_VERSION)
 #error "CFuse: <fuse3/fuse_lowlevel.h> did not define FUSE_MAJOR_VERSION/FUSE_MINOR_VERSION"
@@ -79,5 +89,25 @@ static const int CFUSE_SET_ATTR_MTIME = FUSE_SET_ATTR_MTIME;
 static const int CFUSE_SET_ATTR_ATIME_NOW = FUSE_SET_ATTR_ATIME_NOW;
 static const int CFUSE_SET_ATTR_MTIME_NOW = FUSE_SET_ATTR_MTIME_NOW;
 static const int CFUSE_SET_ATTR_CTIME = FUSE_SET_ATTR_CTIME;
+
+/* Namespaces and process lifetime for `pcibackfsd run`. */
+static const int CSYS_CLONE_NEWNS = CLONE_NEWNS;
+static const int CSYS_CLONE_NEWNET = CLONE_NEWNET;
+static const int CSYS_CLONE_NEWPID = CLONE_NEWPID;
+static const int CSYS_CLONE_NEWUSER = CLONE_NEWUSER;
+
+/* unshare(2); returns 0 or -1 with errno set. */
+static inline int
+csys_unshare(int flags)
+{
+    return unshare(flags);
+}
+
+/* prctl(PR_SET_PDEATHSIG): `signal` is sent to the caller when its parent thread exits. */
+static inline int
+csys_set_parent_death_signal(int signal)
+{
+    return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0UL, 0UL, 0UL);
+}
 
 #endif /* PCIBACKFS_CFUSE_SHIM_H */

@@ -8,24 +8,13 @@ struct PCIBackFSDaemon: ParsableCommand {
         commandName: "pcibackfsd",
         abstract: "An emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
         version: PCIBackFSVersion.string,
-        subcommands: [Serve.self, Capture.self],
+        subcommands: [Serve.self, Run.self, Capture.self, RunInit.self],
         defaultSubcommand: Serve.self)
 }
 
-/// `pcibackfsd [serve] MOUNTPOINT [options]`
-struct Serve: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Mount an emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
-        discussion: """
-            The mount point mirrors /sys: use it in place with
-              lspci -A linux-sysfs -O sysfs.path=MOUNTPOINT/bus/pci
-            or bind-mount it over /sys in a private mount namespace.
-            Frontends (stub domains, PV guests) are under MOUNTPOINT/fs/pcibackfs/.
-            """)
-
-    @Argument(help: "An existing, empty directory to mount on.")
-    var mountPoint: String
-
+/// The options that describe the emulated machine and how it is served, shared by `serve`
+/// and `run`.
+struct MachineOptions: ParsableArguments {
     @Option(name: .long, help: "The kernel whose pciback to imitate: \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", ")).")
     var profile: String = KernelProfile.current.rawValue
 
@@ -82,7 +71,8 @@ struct Serve: ParsableCommand {
         }
     }
 
-    func run() throws {
+    /// The dom0 these options describe (the built-in machine, a machine file, dumps).
+    func makeDom0() throws -> Dom0 {
         var devices: [EmulatedDevice] = []
         if let machine {
             do { devices = try MachineFile.load(path: machine) } catch { throw ValidationError(error.description) }
@@ -103,12 +93,16 @@ struct Serve: ParsableCommand {
         }
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
-        let dom0: Dom0
         do {
-            dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
+            return try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
         } catch {
             throw ValidationError("xen-pciback failed to load: \(error) (hide=\"\(hide)\")")
         }
+    }
+
+    /// The tree over `makeDom0()`, with the trace log and the restored --state journal.
+    func makeTree() throws -> SysfsTree {
+        let dom0 = try makeDom0()
         var log: TraceLog?
         if let traceLog {
             do { log = try TraceLog(path: traceLog) } catch { throw ValidationError("--trace-log \(traceLog): \(error)") }
@@ -134,9 +128,34 @@ struct Serve: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        return tree
+    }
+
+    var serverOptions: FUSEServer.Options {
+        .init(allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug)
+    }
+}
+
+/// `pcibackfsd [serve] MOUNTPOINT [options]`
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount an emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
+        discussion: """
+            The mount point mirrors /sys: use it in place with
+              lspci -A linux-sysfs -O sysfs.path=MOUNTPOINT/bus/pci
+            or bind-mount it over /sys in a private mount namespace.
+            Frontends (stub domains, PV guests) are under MOUNTPOINT/fs/pcibackfs/.
+            """)
+
+    @Argument(help: "An existing, empty directory to mount on.")
+    var mountPoint: String
+
+    @OptionGroup var options: MachineOptions
+
+    func run() throws {
+        let tree = try options.makeTree()
         if let message = StaleMount.clear(mountPoint) { FileHandle.standardError.write(Data("pcibackfsd: \(message)\n".utf8)) }
-        let server = FUSEServer(model: tree, options: .init(
-            allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug))
+        let server = FUSEServer(model: tree, options: options.serverOptions)
         do {
             try server.mount(at: mountPoint)
         } catch {
@@ -158,6 +177,10 @@ struct Serve: ParsableCommand {
     }
 }
 
+// The trampoline that becomes `run`'s COMMAND (RunSupervisor.execCommand): before any parsing.
+if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == RunSupervisor.execVerb {
+    RunSupervisor.execCommand(Array(CommandLine.arguments.dropFirst(2)))
+}
 PCIBackFSDaemon.main()
 
 /// `pcibackfsd capture [BDF...]`: a machine file from this host's PCI sysfs or an lspci dump.
@@ -212,6 +235,73 @@ struct Capture: ParsableCommand {
             try data.write(to: URL(fileURLWithPath: output))
         } else {
             FileHandle.standardOutput.write(data)
+        }
+    }
+}
+
+/// `pcibackfsd run [options] -- COMMAND [ARGS...]`: COMMAND in private namespaces whose /sys
+/// is the host's with the emulated machine in place of the host's PCI devices.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run COMMAND in a private /sys: the host's, with the emulated machine instead of its PCI devices.",
+        discussion: """
+            COMMAND runs in new mount, network and pid namespaces (and a user namespace when not
+            root). Its /sys is the host's sysfs with every host PCI device hidden and the emulated
+            machine in their place; the control files are at /sys/fs/pcibackfs/. /proc/bus/pci is
+            hidden, and the network namespace holds lo and one link per emulated interface.
+            run exits with COMMAND's status (128+N if signal N ended it); nothing stays behind.
+            """)
+
+    @OptionGroup var options: MachineOptions
+
+    @Argument(parsing: .postTerminator, help: "The command to run, after --.")
+    var command: [String] = []
+
+    func validate() throws {
+        guard !command.isEmpty else { throw ValidationError("run needs a COMMAND after --, e.g. pcibackfsd run -- lspci -D") }
+    }
+
+    func run() throws {
+        // Fail on a bad machine before any namespace exists (the init process builds it again).
+        _ = try options.makeDom0()
+        let arguments = CommandLine.arguments
+        guard let verb = arguments.firstIndex(of: "run") else { throw ValidationError("run: cannot find the subcommand in the arguments") }
+        do {
+            try RunSupervisor.enterNamespaces()
+            let status = try RunSupervisor.superviseInit(["/proc/self/exe", RunInit.verb] + arguments[(verb + 1)...])
+            throw ExitCode(status)
+        } catch let error as RunError {
+            FileHandle.standardError.write(Data("pcibackfsd run: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// The init process of `run` (pid 1 of its pid namespace); not for direct use.
+struct RunInit: ParsableCommand {
+    static let verb = "__run-init"
+    static let configuration = CommandConfiguration(commandName: verb, shouldDisplay: false)
+
+    @OptionGroup var options: MachineOptions
+
+    @Argument(parsing: .postTerminator)
+    var command: [String] = []
+
+    func run() throws {
+        RunSupervisor.bindLifetimeToSupervisor()
+        do {
+            let namespace = try NamespaceInit()
+            let tree = try options.makeTree()
+            namespace.mirrorNetwork([])
+            var serverOptions = options.serverOptions
+            serverOptions.allowOther = true
+            let status = try namespace.serve(MergedSysfs(tree: tree, host: namespace.host), options: serverOptions,
+                                             command: command, executable: "/proc/self/exe")
+            for warning in namespace.setupWarnings { FileHandle.standardError.write(Data("pcibackfsd run: \(warning)\n".utf8)) }
+            throw ExitCode(status)
+        } catch let error as RunError {
+            FileHandle.standardError.write(Data("pcibackfsd run: \(error)\n".utf8))
+            throw ExitCode(1)
         }
     }
 }
