@@ -268,7 +268,8 @@ struct Run: ParsableCommand {
         guard let verb = arguments.firstIndex(of: "run") else { throw ValidationError("run: cannot find the subcommand in the arguments") }
         do {
             try RunSupervisor.enterNamespaces()
-            let status = try RunSupervisor.superviseInit(["/proc/self/exe", RunInit.verb] + arguments[(verb + 1)...])
+            let status = try RunSupervisor.superviseInit(["pcibackfsd", RunInit.verb] + arguments[(verb + 1)...],
+                                                        executable: "/proc/self/exe")
             throw ExitCode(status)
         } catch let error as RunError {
             FileHandle.standardError.write(Data("pcibackfsd run: \(error)\n".utf8))
@@ -279,7 +280,7 @@ struct Run: ParsableCommand {
 
 /// The init process of `run` (pid 1 of its pid namespace); not for direct use.
 struct RunInit: ParsableCommand {
-    static let verb = "__run-init"
+    static let verb = RunSupervisor.initVerb
     static let configuration = CommandConfiguration(commandName: verb, shouldDisplay: false)
 
     @OptionGroup var options: MachineOptions

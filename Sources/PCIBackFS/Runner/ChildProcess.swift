@@ -12,8 +12,9 @@ enum ChildProcess {
 
     /// posix_spawn(p) of `arguments` with default dispositions for `relayedSignals`, an empty
     /// signal mask, and `descriptors` (child descriptor ← parent descriptor) dup'ed in.
-    static func spawn(_ arguments: [String], searchPath: Bool = false, descriptors: [(child: Int32, parent: Int32)] = [],
-                      environment: [String]? = nil) throws(Errno) -> pid_t {
+    /// `executable` is the file to run (default `arguments[0]`).
+    static func spawn(_ arguments: [String], executable: String? = nil, searchPath: Bool = false,
+                      descriptors: [(child: Int32, parent: Int32)] = [], environment: [String]? = nil) throws(Errno) -> pid_t {
         precondition(!arguments.isEmpty)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -41,8 +42,8 @@ enum ChildProcess {
             let argvPointer = UnsafePointer(argvBuffer.baseAddress!)
             func start(_ envp: UnsafePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
                 searchPath
-                    ? posix_spawnp(&pid, arguments[0], &actions, &attributes, argvPointer, envp)
-                    : posix_spawn(&pid, arguments[0], &actions, &attributes, argvPointer, envp)
+                    ? posix_spawnp(&pid, executable ?? arguments[0], &actions, &attributes, argvPointer, envp)
+                    : posix_spawn(&pid, executable ?? arguments[0], &actions, &attributes, argvPointer, envp)
             }
             if let environ {
                 return environ.withUnsafeBufferPointer { start(UnsafePointer($0.baseAddress!)) }

@@ -146,7 +146,7 @@ public final class NamespaceInit: Sendable {
                     bindHostSubmounts()
                     do throws(RunError) {
                         outcome.withLock { $0 = nil }
-                        let status = try superviseCommand([executable, RunSupervisor.execVerb] + command)
+                        let status = try superviseCommand(["pcibackfsd", RunSupervisor.execVerb] + command, executable: executable)
                         outcome.withLock { $0 = status }
                     } catch {
                         failure.withLock { $0 = error }
@@ -163,10 +163,10 @@ public final class NamespaceInit: Sendable {
 
     /// Spawns COMMAND (through the exec trampoline, which sets its parent-death signal), reaps
     /// every child until it exits, and relays stop signals to it.
-    private func superviseCommand(_ arguments: [String]) throws(RunError) -> Int32 {
+    private func superviseCommand(_ arguments: [String], executable: String) throws(RunError) -> Int32 {
         let command: pid_t
         do {
-            command = try ChildProcess.spawn(arguments)
+            command = try ChildProcess.spawn(arguments, executable: executable)
         } catch {
             throw RunError("cannot start \(arguments.dropFirst(2).first ?? ""): \(error)")
         }
@@ -187,6 +187,9 @@ public final class NamespaceInit: Sendable {
 }
 
 extension RunSupervisor {
+    /// argv[1] of the init process: `pcibackfsd __run-init [options] -- COMMAND...`.
+    public static let initVerb = "__run-init"
+
     /// argv[1] of the trampoline that becomes COMMAND: `pcibackfsd __exec COMMAND ARGS...`.
     public static let execVerb = "__exec"
 

@@ -48,11 +48,13 @@ public enum RunSupervisor {
         guard csys_unshare(flags) == 0 else {
             let error = Errno(errno)
             if unprivileged {
+                let why = error.rawValue == ENOSPC || error.rawValue == EUSERS
+                    ? "the limit of user namespaces is reached (user.max_user_namespaces, or 32 levels of nesting)"
+                    : "this kernel does not let unprivileged users create one"
                 throw RunError("""
-                    cannot create a user namespace (\(error)): this kernel does not let unprivileged users \
-                    have one. Run as root (sudo pcibackfsd run ...), or allow unprivileged user namespaces \
-                    (sysctl kernel.unprivileged_userns_clone=1 on Debian kernels, user.max_user_namespaces > 0, \
-                    kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)
+                    cannot create a user namespace (\(error)): \(why). Run as root (sudo pcibackfsd run ...), \
+                    or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 on Debian \
+                    kernels, user.max_user_namespaces > 0, kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)
                     """)
             }
             throw RunError("cannot create mount, network and pid namespaces: \(error)")
@@ -70,10 +72,10 @@ public enum RunSupervisor {
         }
     }
 
-    /// Starts the init process (`initArguments`: this executable's path first), relays the
+    /// Starts the init process (`initArguments` run from `executable`), relays the
     /// signals that stop `run` to it, and returns the status `run` exits with: the init
     /// process's exit code (COMMAND's status), or 128+N if signal N killed it.
-    public static func superviseInit(_ initArguments: [String]) throws(RunError) -> Int32 {
+    public static func superviseInit(_ initArguments: [String], executable: String) throws(RunError) -> Int32 {
         var lifeline: [Int32] = [-1, -1]
         guard pipe(&lifeline) == 0 else { throw RunError("cannot create a pipe: \(Errno(errno))") }
         _ = fcntl(lifeline[1], F_SETFD, FD_CLOEXEC)
@@ -91,7 +93,7 @@ public enum RunSupervisor {
 
         let child: pid_t
         do {
-            child = try ChildProcess.spawn(initArguments, descriptors: [(lifelineDescriptor, lifeline[0])])
+            child = try ChildProcess.spawn(initArguments, executable: executable, descriptors: [(lifelineDescriptor, lifeline[0])])
         } catch {
             throw RunError("cannot start \(initArguments[0]): \(error)")
         }
