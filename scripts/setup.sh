@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what pcibackfs needs on a fresh Debian/Ubuntu machine (as root): libfuse3 and the
-# FUSE tools, plus the real clients the tests drive (pciutils, driverctl).
+# FUSE tools, plus the real clients the tests drive, unmodified (pciutils, driverctl, dpdk's
+# dpdk-devbind.py, lshw, hwloc's lstopo, hwinfo) and what `pcibackfsd run` uses (iproute2,
+# util-linux's unshare and setpriv).
 set -euo pipefail
-packages=(libfuse3-dev fuse3 pkg-config pciutils driverctl)
+packages=(libfuse3-dev fuse3 pkg-config pciutils driverctl dpdk lshw hwloc hwinfo iproute2 util-linux)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
