@@ -152,6 +152,35 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var options: MachineOptions
 
+    @Option(name: .long, help: "Write the daemon's pid to FILE once the mount serves (removed on exit).")
+    var pidfile: String?
+
+    @Option(name: .long, help: "Write a line to file descriptor N once the mount serves, then close it.")
+    var readyFd: Int32?
+
+    func validate() throws {
+        if let readyFd, readyFd < 0 || fcntl(readyFd, F_GETFD) < 0 {
+            throw ValidationError("--ready-fd \(readyFd): not an open file descriptor")
+        }
+    }
+
+    /// Tells scripts and supervisors that the mount serves: systemd's READY=1, the pid file,
+    /// the ready descriptor.
+    private func announceReady() {
+        ServiceNotification.ready()
+        if let pidfile {
+            do {
+                try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: pidfile))
+            } catch {
+                FileHandle.standardError.write(Data("pcibackfsd: cannot write --pidfile \(pidfile): \(describe(error))\n".utf8))
+            }
+        }
+        if let readyFd {
+            _ = "ready\n".withCString { write(readyFd, $0, strlen($0)) }
+            close(readyFd)
+        }
+    }
+
     func run() throws {
         let tree = try options.makeTree()
         if let message = StaleMount.clear(mountPoint) { FileHandle.standardError.write(Data("pcibackfsd: \(message)\n".utf8)) }
@@ -166,9 +195,12 @@ struct Serve: ParsableCommand {
             FileHandle.standardError.write(Data("pcibackfsd: cannot mount on \(mountPoint): \(error)\(hint)\n".utf8))
             throw ExitCode(1)
         }
-        defer { server.unmount() }
+        defer {
+            server.unmount()
+            if let pidfile { unlink(pidfile) }
+        }
         do {
-            try server.run(onReady: { ServiceNotification.ready() })
+            try server.run(onReady: announceReady)
         } catch {
             FileHandle.standardError.write(Data("pcibackfsd: session ended: \(error)\n".utf8))
             throw ExitCode(1)
@@ -293,11 +325,17 @@ struct RunInit: ParsableCommand {
         do {
             let namespace = try NamespaceInit()
             let tree = try options.makeTree()
-            namespace.mirrorNetwork([])
+            namespace.bringUpLoopback()
+            let network = NetworkMirror(warnings: { namespace.warn($0) })
+            @Sendable func interfaces() -> [NetworkMirror.Interface] {
+                tree.networkInterfaces().map { NetworkMirror.Interface(name: $0.name, address: $0.address) }
+            }
+            network.apply(interfaces())
+            let merged = MergedSysfs(tree: tree, host: namespace.host, treeChanged: { network.request(interfaces()) })
             var serverOptions = options.serverOptions
+            // /sys is for every user of the namespace, as sysfs is.
             serverOptions.allowOther = true
-            let status = try namespace.serve(MergedSysfs(tree: tree, host: namespace.host), options: serverOptions,
-                                             command: command, executable: "/proc/self/exe")
+            let status = try namespace.serve(merged, options: serverOptions, command: command, executable: "/proc/self/exe")
             for warning in namespace.setupWarnings { FileHandle.standardError.write(Data("pcibackfsd run: \(warning)\n".utf8)) }
             throw ExitCode(status)
         } catch let error as RunError {
@@ -305,4 +343,15 @@ struct RunInit: ParsableCommand {
             throw ExitCode(1)
         }
     }
+}
+
+/// An error in words: a POSIX error's text rather than Foundation's dump of its domain and code.
+func describe(_ error: Error) -> String {
+    let error = error as NSError
+    if error.domain == NSPOSIXErrorDomain, let text = strerror(Int32(error.code)) { return String(cString: text) }
+    if let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
+       let text = strerror(Int32(underlying.code)) {
+        return String(cString: text)
+    }
+    return error.localizedDescription
 }

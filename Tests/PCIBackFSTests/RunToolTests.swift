@@ -17,9 +17,12 @@ struct BuiltinView {
     let tree: SysfsTree
 
     init() throws {
-        dom0 = try Dom0(machine: BuiltinMachine.make(), policy: FilterPolicy(profile: .current, globalPermissive: false),
-                        hide: "", passthrough: false)
-        tree = SysfsTree(dom0: dom0)
+        let make = { () throws -> Dom0 in
+            try Dom0(machine: BuiltinMachine.make(), policy: FilterPolicy(profile: .current, globalPermissive: false),
+                     hide: "", passthrough: false)
+        }
+        dom0 = try make()
+        tree = SysfsTree(dom0: try make())
     }
 
     var functions: [PCIAddress] { dom0.machine.order }

@@ -196,6 +196,11 @@ public final class FUSEServer: Sendable {
 
         let handlesSignals = options.installsSignalHandlers
         if handlesSignals {
+            // libfuse installs a handler only where the disposition is SIG_DFL. A daemon started
+            // with `&` from a script inherits SIGINT ignored, yet INT and TERM must always stop
+            // it; HUP keeps an inherited SIG_IGN (nohup).
+            signal(SIGINT, SIG_DFL)
+            signal(SIGTERM, SIG_DFL)
             guard fuse_set_signal_handlers(session.pointer) == 0 else { throw .ioError }
         }
         defer {

@@ -23,22 +23,20 @@ public final class MergedSysfs: FileSystemModel {
     public let host: HostSysfs
     let visibility: HostVisibility
     private let hostInodes = Locked(HostInodeTable())
+    /// Called after a store into the emulated tree changed what exists (it returned cache
+    /// invalidations), outside every lock: `run` mirrors the interfaces into its network.
+    private let treeChanged: (@Sendable () -> Void)?
 
     static let hostInodeBase: Inode = 1 << 40
     static let hostCacheSeconds = 1.0
     /// Link chains followed when checking that a host link resolves.
     private static let linkDepth = 8
 
-    public init(tree: SysfsTree, host: HostSysfs) {
+    public init(tree: SysfsTree, host: HostSysfs, treeChanged: (@Sendable () -> Void)? = nil) {
         self.tree = tree
         self.host = host
         self.visibility = HostVisibility(host: host)
-    }
-
-    init(tree: SysfsTree, host: HostSysfs, visibility: HostVisibility) {
-        self.tree = tree
-        self.host = host
-        self.visibility = visibility
+        self.treeChanged = treeChanged
     }
 
     /// Emulated directories where host entries are listed too.
@@ -229,7 +227,11 @@ public final class MergedSysfs: FileSystemModel {
     }
 
     public func write(_ file: any OpenFile, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> WriteOutcome {
-        guard let file = file as? HostFile else { return try tree.write(file, offset: offset, data: data) }
+        guard let file = file as? HostFile else {
+            let outcome = try tree.write(file, offset: offset, data: data)
+            if !outcome.invalidations.isEmpty { treeChanged?() }
+            return outcome
+        }
         return WriteOutcome(count: try file.write(at: offset, data))
     }
 

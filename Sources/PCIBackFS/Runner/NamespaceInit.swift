@@ -11,16 +11,6 @@ import Musl
 /// network namespaces. It lays the merged `/sys` over the host's, starts COMMAND, reaps
 /// orphans as a pid 1 must, and ends when COMMAND ends (see `RunSupervisor` for the tree).
 public final class NamespaceInit: Sendable {
-    /// A network interface of the emulation, mirrored as a link of the same name and address.
-    public struct Interface: Sendable, Equatable {
-        public var name: String
-        public var address: String
-        public init(name: String, address: String) {
-            self.name = name
-            self.address = address
-        }
-    }
-
     private let hostRoot: HostSysfs
     private let hostSubmounts: [String]
     private let warnings = Locked<[String]>([])
@@ -63,18 +53,13 @@ public final class NamespaceInit: Sendable {
     /// Messages about what could not be set up exactly (printed by the caller).
     public var setupWarnings: [String] { warnings.withLock { $0 } }
 
-    /// Brings `lo` up and gives each emulated interface a link of its name and address, so
-    /// `/proc/net/dev`, ethtool and `ip` agree with the emulated `net/` directories. The
-    /// kernel's dummy driver is preferred; ifb (also Ethernet, also inert) where dummy is not built.
-    public func mirrorNetwork(_ interfaces: [Interface]) {
+    /// Notes a setup problem for `setupWarnings`.
+    public func warn(_ message: String) { warnings.withLock { $0.append(message) } }
+
+    /// Brings `lo` up, so the namespace's network is usable like a host's.
+    public func bringUpLoopback() {
         if (try? ChildProcess.runToCompletion(["ip", "link", "set", "lo", "up"])) != 0 {
             warnings.withLock { $0.append("could not bring up lo (is iproute2 installed?)") }
-        }
-        for interface in interfaces {
-            let added = ["dummy", "ifb"].contains { kind in
-                (try? ChildProcess.runToCompletion(["ip", "link", "add", interface.name, "address", interface.address, "type", kind])) == 0
-            }
-            if !added { warnings.withLock { $0.append("no network link for \(interface.name) (neither dummy nor ifb links could be created)") } }
         }
     }
 

@@ -1,0 +1,109 @@
+#if canImport(Glibc)
+import Foundation
+import Glibc
+import Testing
+
+// Scripting the daemon without systemd: signals whatever disposition it inherited, --pidfile
+// and --ready-fd. Each test starts the real daemon from `sh` (as a script would) and always
+// unmounts lazily and kills it in its teardown.
+
+@Suite("The daemon in scripts: signals, --pidfile, --ready-fd", .serialized, .requiresDaemonMount)
+struct DaemonScriptingTests {
+    /// A daemon started by `sh -c "PREFIX exec pcibackfsd MOUNTPOINT OPTIONS"`.
+    final class ScriptedDaemon {
+        let directory: String
+        let mountPoint: String
+        let shell: pid_t
+
+        init(prefix: String, options: String = "") throws {
+            directory = Temporary.directory(prefix: "pcibackfs-script")
+            mountPoint = directory + "/mnt"
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            let script = "\(prefix) exec \(MountEnvironment.daemonPath) \(mountPoint) \(options)"
+            shell = try Subprocess.spawn("sh", ["-c", script], stdoutPath: directory + "/out", stderrPath: directory + "/err")
+        }
+
+        var isMounted: Bool {
+            let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").contains { $0.split(separator: " ")[4] == mountPoint }
+        }
+
+        func waitServing() -> Bool {
+            RunNamespace.waitUntil(20) { access(mountPoint + "/bus/pci/drivers/pciback", F_OK) == 0 }
+        }
+
+        func exitStatus(within seconds: Double) -> Int32? {
+            Subprocess.wait(shell, until: Date().addingTimeInterval(seconds))
+        }
+
+        deinit {
+            _ = Subprocess.run("umount", ["-l", mountPoint], timeout: 10)
+            kill(-shell, SIGKILL)
+            _ = Subprocess.wait(shell, until: Date().addingTimeInterval(5))
+            Temporary.remove(directory)
+        }
+    }
+
+    @Test("SIGINT, SIGTERM and SIGHUP stop the daemon and unmount, whatever it inherited", arguments: [
+        ("", SIGINT), ("trap '' INT;", SIGINT), ("", SIGTERM), ("trap '' TERM;", SIGTERM), ("", SIGHUP),
+    ] as [(String, Int32)])
+    func stopSignals(prefix: String, signal: Int32) throws {
+        let daemon = try ScriptedDaemon(prefix: prefix)
+        try #require(daemon.waitServing())
+        kill(daemon.shell, signal)
+        #expect(daemon.exitStatus(within: 10) == 0)
+        #expect(!daemon.isMounted)
+    }
+
+    @Test("SIGHUP inherited as ignored (nohup) does not stop it") func nohup() throws {
+        let daemon = try ScriptedDaemon(prefix: "trap '' HUP;")
+        try #require(daemon.waitServing())
+        kill(daemon.shell, SIGHUP)
+        #expect(daemon.exitStatus(within: 1) == nil)
+        #expect(access(daemon.mountPoint + "/bus/pci/devices", F_OK) == 0)
+        kill(daemon.shell, SIGTERM)
+        #expect(daemon.exitStatus(within: 10) == 0)
+    }
+
+    @Test("--pidfile holds the daemon's pid while it serves and is removed on exit") func pidfile() throws {
+        let pidfile = Temporary.directory(prefix: "pcibackfs-pid") + "/daemon.pid"
+        let daemon = try ScriptedDaemon(prefix: "", options: "--pidfile \(pidfile)")
+        try #require(daemon.waitServing())
+        let text = try String(contentsOfFile: pidfile, encoding: .utf8)
+        #expect(text == "\(daemon.shell)\n")
+        kill(daemon.shell, SIGTERM)
+        #expect(daemon.exitStatus(within: 10) == 0)
+        #expect(access(pidfile, F_OK) != 0)
+    }
+
+    @Test("--ready-fd N gets a line once the mount serves, then is closed") func readyDescriptor() throws {
+        let directory = Temporary.directory(prefix: "pcibackfs-ready")
+        defer { Temporary.remove(directory) }
+        let mountPoint = directory + "/mnt"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        // The script blocks on the pipe until the daemon writes, checks that the tree is there
+        // at that moment, and sees end-of-file after the line (the daemon closed its end).
+        let script = """
+            \(MountEnvironment.daemonPath) \(mountPoint) --ready-fd 3 3>&1 >/dev/null 2>&1 | {
+                read line; echo "line=$line"; ls \(mountPoint)/bus/pci/drivers/pciback/new_slot; cat; echo eof; }
+            """
+        let reader = try Subprocess.spawn("sh", ["-c", script], stdoutPath: directory + "/out", stderrPath: directory + "/err")
+        defer {
+            _ = Subprocess.run("umount", ["-l", mountPoint], timeout: 10)
+            kill(-reader, SIGKILL)
+            _ = Subprocess.wait(reader, until: Date().addingTimeInterval(5))
+        }
+        #expect(RunNamespace.waitUntil(20) {
+            ((try? String(contentsOfFile: directory + "/out", encoding: .utf8)) ?? "").contains("eof")
+        })
+        let output = try String(contentsOfFile: directory + "/out", encoding: .utf8)
+        #expect(output == "line=ready\n\(mountPoint)/bus/pci/drivers/pciback/new_slot\neof\n")
+    }
+
+    @Test("--ready-fd must name an open descriptor") func badReadyDescriptor() {
+        let result = Subprocess.run(MountEnvironment.daemonPath, ["/nonexistent", "--ready-fd", "57"], timeout: 10)
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("--ready-fd 57: not an open file descriptor"))
+    }
+}
+#endif
