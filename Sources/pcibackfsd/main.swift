@@ -152,6 +152,9 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var options: MachineOptions
 
+    @Flag(name: .long, help: "Mount even if MOUNTPOINT is not empty (its files are hidden while mounted).")
+    var nonempty = false
+
     @Option(name: .long, help: "Write the daemon's pid to FILE once the mount serves (removed on exit).")
     var pidfile: String?
 
@@ -183,7 +186,15 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let tree = try options.makeTree()
-        if let message = StaleMount.clear(mountPoint) { FileHandle.standardError.write(Data("pcibackfsd: \(message)\n".utf8)) }
+        do {
+            try MountPoint.checkPrivilege()
+            if let message = try MountPoint.prepare(mountPoint, allowNonEmpty: nonempty) {
+                FileHandle.standardError.write(Data("pcibackfsd: \(message)\n".utf8))
+            }
+        } catch {
+            FileHandle.standardError.write(Data("pcibackfsd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
         let server = FUSEServer(model: tree, options: options.serverOptions)
         do {
             try server.mount(at: mountPoint)

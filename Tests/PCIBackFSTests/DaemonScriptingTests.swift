@@ -106,4 +106,77 @@ struct DaemonScriptingTests {
         #expect(result.stderr.contains("--ready-fd 57: not an open file descriptor"))
     }
 }
+
+@Suite("Mount point and privilege mistakes", .serialized, .requiresDaemonMount)
+struct MountPointMistakeTests {
+    enum Mistake: String, CaseIterable, CustomTestStringConvertible {
+        case nonEmptyDirectory, mountPointIsAFile, missingMountPoint, alreadyServed, plainUser
+        var testDescription: String { rawValue }
+    }
+
+    @Test("refused with a one-line reason and exit status 1, nothing mounted", arguments: Mistake.allCases)
+    func refused(mistake: Mistake) throws {
+        let directory = Temporary.directory(prefix: "pcibackfs-mistake")
+        defer {
+            _ = Subprocess.run("umount", ["-l", directory + "/mnt"], timeout: 10)
+            Temporary.remove(directory)
+        }
+        var mountPoint = directory + "/mnt"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        var command = [MountEnvironment.daemonPath, mountPoint]
+        var first: pid_t?
+        let expected: String
+        switch mistake {
+        case .nonEmptyDirectory:
+            FileManager.default.createFile(atPath: mountPoint + "/keep", contents: Data("x".utf8))
+            expected = "\(mountPoint) is not empty (it holds keep); mounting would hide its files. Use an empty directory, or --nonempty to mount over it anyway"
+        case .mountPointIsAFile:
+            mountPoint = directory + "/file"
+            FileManager.default.createFile(atPath: mountPoint, contents: nil)
+            command[1] = mountPoint
+            expected = "cannot use \(mountPoint) as a mount point: Not a directory"
+        case .missingMountPoint:
+            mountPoint = directory + "/missing"
+            command[1] = mountPoint
+            expected = "cannot use \(mountPoint) as a mount point: No such file or directory"
+        case .alreadyServed:
+            first = try Subprocess.spawn(MountEnvironment.daemonPath, [mountPoint], stdoutPath: "/dev/null", stderrPath: "/dev/null")
+            try #require(RunNamespace.waitUntil(20) { access(mountPoint + "/bus/pci/drivers/pciback", F_OK) == 0 })
+            expected = "\(mountPoint) is already served by another pcibackfsd (fuse.pcibackfs); stop it first (fusermount3 -u \(mountPoint))"
+        case .plainUser:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + command
+            expected = "mounting needs root (uid 65534 cannot create sysfs-like files root can use)."
+        }
+        defer {
+            if let first {
+                kill(first, SIGTERM)
+                _ = Subprocess.wait(first, until: Date().addingTimeInterval(10))
+            }
+        }
+        let result = Subprocess.run(command[0], Array(command.dropFirst()), timeout: 20)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.hasPrefix("pcibackfsd: " + expected), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        if mistake == .nonEmptyDirectory { #expect(access(mountPoint + "/keep", F_OK) == 0) }
+        if mistake == .alreadyServed {
+            // Exactly one pcibackfs on it, and it still answers.
+            let mounts = (try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)).split(separator: "\n")
+            #expect(mounts.filter { $0.split(separator: " ")[4] == mountPoint }.count == 1)
+        }
+    }
+
+    @Test("--nonempty mounts over a non-empty directory, whose files come back afterwards") func nonEmptyAllowed() throws {
+        let directory = Temporary.directory(prefix: "pcibackfs-nonempty")
+        defer { Temporary.remove(directory) }
+        FileManager.default.createFile(atPath: directory + "/keep", contents: nil)
+        let daemon = try Subprocess.spawn(MountEnvironment.daemonPath, [directory, "--nonempty"],
+                                          stdoutPath: "/dev/null", stderrPath: "/dev/null")
+        defer { _ = Subprocess.run("umount", ["-l", directory], timeout: 10); kill(daemon, SIGKILL) }
+        #expect(RunNamespace.waitUntil(20) { access(directory + "/bus/pci/drivers/pciback", F_OK) == 0 })
+        #expect(access(directory + "/keep", F_OK) != 0)
+        kill(daemon, SIGTERM)
+        #expect(Subprocess.wait(daemon, until: Date().addingTimeInterval(10)) == 0)
+        #expect(access(directory + "/keep", F_OK) == 0)
+    }
+}
 #endif

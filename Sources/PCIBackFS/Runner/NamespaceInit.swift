@@ -78,35 +78,11 @@ public final class NamespaceInit: Sendable {
     /// Mount points below `root` (relative to it) that are not below another one: an rbind of
     /// each carries the rest along.
     static func submounts(of root: String) -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-        var points: [String] = []
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { continue }
-            let point = unescapeMountField(String(fields[4]))
-            guard point.hasPrefix(root + "/") else { continue }
-            points.append(String(point.dropFirst(root.count + 1)))
-        }
-        let unique = Set(points)
-        return unique.filter { point in
-            !unique.contains { other in other != point && point.hasPrefix(other + "/") }
+        let points = Set(MountInfo.entries().map(\.mountPoint).filter { $0.hasPrefix(root + "/") }
+            .map { String($0.dropFirst(root.count + 1)) })
+        return points.filter { point in
+            !points.contains { other in other != point && point.hasPrefix(other + "/") }
         }.sorted()
-    }
-
-    /// mountinfo writes space, tab, newline and backslash as \ooo.
-    static func unescapeMountField(_ field: String) -> String {
-        var bytes: [UInt8] = []
-        var input = Array(field.utf8)[...]
-        while let byte = input.popFirst() {
-            if byte == UInt8(ascii: "\\"), input.count >= 3,
-               let value = UInt8(String(decoding: input.prefix(3), as: UTF8.self), radix: 8) {
-                bytes.append(value)
-                input = input.dropFirst(3)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Serves `model` on /sys, runs `command` once it is served, and returns COMMAND's status
