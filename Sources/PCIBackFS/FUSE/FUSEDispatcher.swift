@@ -101,25 +101,31 @@ final class FUSEDispatcher: Sendable {
     }
 
     /// Takes the directory listing once, with "." and "..", so that the offsets readdir hands
-    /// out stay valid for the whole life of the handle.
-    func opendir(_ inode: Inode, info: UnsafeMutablePointer<fuse_file_info>) throws(Errno) -> FUSEReply {
+    /// out stay valid for the whole life of the handle. The model's handle on the directory
+    /// (if it opens directories) tells later whether the directory has vanished.
+    func opendir(_ inode: Inode, info: UnsafeMutablePointer<fuse_file_info>, caller: Caller) throws(Errno) -> FUSEReply {
         let listing = try model.readdir(inode)
+        let file = try? model.open(inode, flags: O_RDONLY | O_DIRECTORY, caller: caller)
         let entries = [
             DirectoryEntry(name: ".", inode: inode, kind: .directory),
             // The model does not expose parents; the kernel does not use d_ino of "..".
             DirectoryEntry(name: "..", inode: inode, kind: .directory),
         ] + listing
-        info.pointee.fh = HandleSlot.store(DirectoryListing(entries))
+        info.pointee.fh = HandleSlot.store(DirectoryListing(entries, file: file))
         let fh = info.pointee.fh
+        let model = self.model
         return .opened(info, abandon: {
-            _ = HandleSlot.take(fh, as: DirectoryListing.self)
+            if let file = HandleSlot.take(fh, as: DirectoryListing.self).file { model.release(file) }
         })
     }
 
     /// Fills at most `size` bytes with the entries from index `offset` on. Each entry carries
     /// the offset of the one after it, so the next call resumes exactly there.
     func readdir(_ request: fuse_req_t, info: UnsafeMutablePointer<fuse_file_info>, offset: Int, size: Int) -> FUSEReply {
-        let entries = HandleSlot.borrow(info.pointee.fh, as: DirectoryListing.self).entries
+        let directory = HandleSlot.borrow(info.pointee.fh, as: DirectoryListing.self)
+        // A removed directory lists only "." and ".." (kernfs_fop_readdir).
+        let vanished = directory.file.map(model.hasVanished) ?? false
+        let entries = vanished ? Array(directory.entries.prefix(2)) : directory.entries
         guard offset >= 0, offset < entries.count, size > 0 else { return .bytes([]) }
         var buffer = [UInt8](repeating: 0, count: size)
         var used = 0
@@ -144,7 +150,7 @@ final class FUSEDispatcher: Sendable {
     }
 
     func releasedir(_ info: UnsafeMutablePointer<fuse_file_info>) -> FUSEReply {
-        _ = HandleSlot.take(info.pointee.fh, as: DirectoryListing.self)
+        if let file = HandleSlot.take(info.pointee.fh, as: DirectoryListing.self).file { model.release(file) }
         return .success
     }
 
@@ -211,10 +217,15 @@ final class OpenFileHandle: Sendable {
     init(_ file: any OpenFile) { self.file = file }
 }
 
-/// A directory listing snapshot as kept in `fuse_file_info.fh`.
+/// A directory listing snapshot as kept in `fuse_file_info.fh`, with the model's handle on
+/// the directory (nil if the model does not open directories).
 final class DirectoryListing: Sendable {
     let entries: [DirectoryEntry]
-    init(_ entries: [DirectoryEntry]) { self.entries = entries }
+    let file: (any OpenFile)?
+    init(_ entries: [DirectoryEntry], file: (any OpenFile)?) {
+        self.entries = entries
+        self.file = file
+    }
 }
 
 /// Objects parked in the 64-bit `fh` of `fuse_file_info`: retained on store, borrowed while

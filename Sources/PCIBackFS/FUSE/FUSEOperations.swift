@@ -11,10 +11,12 @@ import Musl
 /// (`FUSEDispatcher`). Each closure only unpacks C arguments and hands them to the
 /// dispatcher inside `serve`, which sends the one reply.
 ///
+/// create, mknod, mkdir, unlink, rmdir, symlink, rename and link are registered only to give
+/// sysfs's refusals (`NamespaceChange.sysfsAnswer`): left NULL, the kernel would report ENOSYS.
+///
 /// Deliberately left NULL: poll (the kernel then answers poll itself and never wakes the
 /// daemon), flush and fsync (ENOSYS is remembered by the kernel, saving a round trip per
-/// close), create, mknod, mkdir, unlink, rmdir, symlink, rename, link, xattrs, locks,
-/// readdirplus, ioctl. The kernel reports ENOSYS/EPERM-like failures for those.
+/// close), xattrs, locks, readdirplus, ioctl.
 enum FUSEOperations {
     static func make() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
@@ -97,7 +99,7 @@ enum FUSEOperations {
         ops.opendir = { request, inode, info in
             serve(request) { dispatcher throws(Errno) in
                 guard let info else { throw .invalidArgument }
-                return try dispatcher.opendir(inode, info: info)
+                return try dispatcher.opendir(inode, info: info, caller: FUSEDispatcher.caller(of: request!))
             }
         }
 
@@ -113,6 +115,38 @@ enum FUSEOperations {
                 guard let info else { throw .badFileDescriptor }
                 return dispatcher.releasedir(info)
             }
+        }
+
+        ops.create = { request, _, _, _, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.create.sysfsAnswer) }
+        }
+
+        ops.mknod = { request, _, _, mode, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.mknod(mode: UInt32(mode)).sysfsAnswer) }
+        }
+
+        ops.mkdir = { request, _, _, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.mkdir.sysfsAnswer) }
+        }
+
+        ops.unlink = { request, _, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.unlink.sysfsAnswer) }
+        }
+
+        ops.rmdir = { request, _, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.rmdir.sysfsAnswer) }
+        }
+
+        ops.symlink = { request, _, _, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.symlink.sysfsAnswer) }
+        }
+
+        ops.link = { request, _, _, _ in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.link.sysfsAnswer) }
+        }
+
+        ops.rename = { request, _, _, _, _, flags in
+            serve(request) { _ throws(Errno) in .failure(NamespaceChange.rename(flags: UInt32(flags)).sysfsAnswer) }
         }
 
         ops.statfs = { request, _ in

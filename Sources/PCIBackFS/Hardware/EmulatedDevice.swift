@@ -551,3 +551,22 @@ public enum CapabilityScanner {
         return result
     }
 }
+
+extension EmulatedDevice {
+    /// An independent function in the same state (the upstream bridge link is left to the
+    /// machine that holds the copy, see `Machine.copied()`).
+    func copied() -> EmulatedDevice {
+        let copy = EmulatedDevice(address: address, config: config, resetImage: resetImage, identity: identity, bars: bars,
+                                  irq: irq, bootDriver: bootDriver, label: label, vpd: vpdContents)
+        copy.capabilities = capabilities
+        copy.faults = faults
+        copy.physicalFunction = physicalFunction
+        copy.msiIRQ = msiIRQ
+        copy.enableCount = enableCount
+        copy.isBusmaster = isBusmaster
+        copy.kernelMSIEnabled = kernelMSIEnabled
+        copy.kernelMSIXEnabled = kernelMSIXEnabled
+        copy.savedState = savedState
+        return copy
+    }
+}

@@ -117,3 +117,21 @@ public struct Machine {
         return path + "/" + address.description
     }
 }
+
+extension Machine {
+    /// An independent machine in the same state: every function copied (and `removed`, the
+    /// functions taken out of it, with them), upstream bridge links pointing into the copy.
+    func copied(removed: [PCIAddress: EmulatedDevice]) -> (machine: Machine, removed: [PCIAddress: EmulatedDevice]) {
+        var copies: [ObjectIdentifier: EmulatedDevice] = [:]
+        let originals = Array(devices.values) + Array(removed.values)
+        for device in originals { copies[ObjectIdentifier(device)] = device.copied() }
+        for device in originals {
+            copies[ObjectIdentifier(device)]!.upstreamBridge = device.upstreamBridge.map { bridge in
+                copies[ObjectIdentifier(bridge)] ?? bridge.copied()
+            }
+        }
+        var machine = self
+        machine.devices = devices.mapValues { copies[ObjectIdentifier($0)]! }
+        return (machine, removed.mapValues { copies[ObjectIdentifier($0)]! })
+    }
+}

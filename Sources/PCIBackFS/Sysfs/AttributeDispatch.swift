@@ -33,7 +33,7 @@ extension Dom0 {
                 return Array(text.utf8)
             case .trace: return traceText()
             case .faults: return faultsText()
-            case .attach, .detach: return nil
+            case .attach, .detach, .reset: return nil
             }
         case .pciOperation:
             return nil
@@ -86,7 +86,8 @@ extension Dom0 {
                 try detach(domain: domain, address: address)
             case .faults:
                 try storeFault(input: input)
-            case .profile, .log, .trace: throw .ioError
+            // The reset replaces the whole dom0: the tree does it (SysfsTree.State.reset).
+            case .profile, .log, .trace, .reset: throw .ioError
             }
         case .pciOperation:
             throw .ioError

@@ -100,9 +100,18 @@ public protocol FileSystemModel: AnyObject, Sendable {
     func release(_ file: any OpenFile)
     /// `truncate(2)` or SETATTR(size) on an attribute: accepted and ignored, as sysfs does.
     func truncate(_ inode: Inode, caller: Caller) throws(Errno) -> NodeStat
+    /// Whether the node `file` was opened on has gone since (its device removed, the machine
+    /// reset), even if a node of the same name came back: kernfs then answers read and write
+    /// with ENODEV, and getdents of a directory with "." and ".." only (kernfs_fop_readdir
+    /// finds no active children under a removed node); fstat still works. The model's own
+    /// read and write throw ENODEV; the FUSE layer asks this for directory listings.
+    /// Default: handles never go stale.
+    func hasVanished(_ file: any OpenFile) -> Bool
 }
 
 extension FileSystemModel {
+    public func hasVanished(_ file: any OpenFile) -> Bool { false }
+
     public func read(_ file: any OpenFile, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         let bytes = try read(file, offset: offset, size: buffer.count)
         let count = min(bytes.count, buffer.count)

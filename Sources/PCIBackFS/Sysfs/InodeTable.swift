@@ -33,6 +33,9 @@ struct InodeTable {
         return entry.node
     }
 
+    /// What `inode` resolved to the last time it resolved, whatever has changed since.
+    func lastKnownNode(_ inode: Inode) -> SysfsNode? { entry(inode)?.node }
+
     mutating func cacheNode(_ node: SysfsNode, for inode: Inode, at generation: NodeGeneration) {
         guard inode >= rootInode, inode - rootInode < Inode(entries.count) else { return }
         let index = Int(inode - rootInode)

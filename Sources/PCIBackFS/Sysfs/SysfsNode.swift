@@ -35,7 +35,7 @@ extension AttributeKind {
             || attribute == .sriovDriversAutoprobe
         case .driver(_, let attribute): return [.bind, .unbind, .newID].contains(attribute)
         case .bus(let attribute): return attribute == .driversProbe || attribute == .rescan
-        case .control(let control): return control == .attach || control == .detach || control == .faults
+        case .control(let control): return control == .attach || control == .detach || control == .faults || control == .reset
         case .frontendDevice, .moduleParameter, .pciOperation: return false
         }
     }
@@ -114,11 +114,11 @@ enum ModuleParameter: String, CaseIterable, Hashable {
 
 /// pcibackfs's own controls under `fs/pcibackfs/`: what xenstore and pcifront do on a host.
 enum ControlFile: String, CaseIterable, Hashable {
-    case attach, detach, profile, log, trace, faults
+    case attach, detach, profile, log, trace, faults, reset
 
     var mode: UInt32 {
         switch self {
-        case .attach, .detach: return 0o200
+        case .attach, .detach, .reset: return 0o200
         case .profile: return 0o444
         case .log, .trace: return 0o400
         case .faults: return 0o600

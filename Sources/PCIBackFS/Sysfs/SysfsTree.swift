@@ -15,9 +15,74 @@ public final class SysfsTree: FileSystemModel {
         var traceLogged: UInt64 = 0
         /// Bumped when paths may have changed meaning outside `dom0.topologyGeneration`.
         var layoutEpoch = 0
+        /// The dom0 the tree was built with, never touched: `fs/pcibackfs/reset` goes back to a
+        /// copy of it.
+        let start: Dom0
+        /// Counts the changes that made nodes vanish (a device removed, a link retargeted, a
+        /// frontend gone, a reset); a handle remembers the count it was opened at.
+        var vanishings = 0
+        /// When each path vanished last (a value of `vanishings`).
+        var vanishedPaths: [String: Int] = [:]
+        /// When the last reset made every node vanish.
+        var resetAt = 0
         var layout: SysfsLayout { SysfsLayout(dom0: dom0, options: options) }
 
         var nodeGeneration: NodeGeneration { NodeGeneration(topology: dom0.topologyGeneration, epoch: layoutEpoch) }
+
+        init(dom0: Dom0, options: TreeOptions) {
+            self.dom0 = dom0
+            self.options = options
+            start = dom0.copied()
+        }
+
+        /// Whether the node a handle was opened on has vanished since (an ancestor counts:
+        /// the files of a removed device go with its directory). One comparison while nothing
+        /// vanished since the open.
+        func hasVanished(_ opened: Handle.Opened?) -> Bool {
+            guard let opened, opened.vanishings != vanishings else { return false }
+            if resetAt > opened.vanishings { return true }
+            let path = opened.path
+            var index = path.startIndex
+            while true {
+                let end = path[index...].firstIndex(of: "/") ?? path.endIndex
+                if let at = vanishedPaths[String(path[..<end])], at > opened.vanishings { return true }
+                guard end < path.endIndex else { return false }
+                index = path.index(after: end)
+            }
+        }
+
+        /// ENODEV for a handle whose node has vanished (kernfs_get_active fails on it).
+        func requireLive(_ handle: Handle?) throws(Errno) {
+            if hasVanished(handle?.opened) { throw .noSuchDevice }
+        }
+
+        /// Entries of `dynamicEntries()` that vanished or changed target between two of its
+        /// results: their nodes (and everything under them) are gone for open handles.
+        mutating func noteVanished(from before: [String: String], to after: [String: String]) {
+            var counted = false
+            for (key, target) in before where after[key] != target {
+                if !counted {
+                    vanishings += 1
+                    counted = true
+                }
+                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { continue }
+                vanishedPaths[joinPath(parts[0], parts[1])] = vanishings
+            }
+        }
+
+        /// `fs/pcibackfs/reset`: the machine as the daemon started it, with nothing left of what
+        /// happened since (frontends, trace, log, pci_op results); every open handle goes stale.
+        mutating func reset(_ input: [UInt8]) throws(Errno) {
+            guard input == Array("1".utf8) || input == Array("1\n".utf8) else { throw .invalidArgument }
+            dom0 = start.copied()
+            lastOperationResult = [:]
+            traceLogged = 0
+            layoutEpoch += 1
+            vanishings += 1
+            resetAt = vanishings
+            vanishedPaths = [:]
+        }
 
         /// What `inode` is now: from the inode table's cache while nothing it depends on has
         /// changed, otherwise resolved from its path (and cached again).
@@ -86,16 +151,20 @@ public final class SysfsTree: FileSystemModel {
     /// targets are never cached (FUSE_CAP_CACHE_SYMLINKS stays off) and contents use direct_io.
     private static let entryCacheSeconds = 3600.0
 
-    private static func stat(_ node: SysfsNode, inode: Inode, dom0: Dom0) -> NodeStat {
+    /// As kernfs reports them: a directory links 2 + its subdirectories and has size 0, a
+    /// symlink has size 0 (not its target's length), text attributes 4096.
+    private static func stat(_ node: SysfsNode, inode: Inode, state: State) -> NodeStat {
         switch node {
         case .directory:
-            return NodeStat(inode: inode, kind: .directory, mode: 0o755, size: 0, linkCount: 2, cacheSeconds: entryCacheSeconds)
-        case .link(let target):
-            return NodeStat(inode: inode, kind: .symlink, mode: 0o777, size: target.utf8.count, cacheSeconds: entryCacheSeconds)
+            let subdirectories = state.inodes.path(of: inode).map { state.layout.subdirectoryCount(at: $0) } ?? 0
+            return NodeStat(inode: inode, kind: .directory, mode: 0o755, size: 0, linkCount: UInt32(2 + subdirectories),
+                            cacheSeconds: entryCacheSeconds)
+        case .link:
+            return NodeStat(inode: inode, kind: .symlink, mode: 0o777, size: 0, cacheSeconds: entryCacheSeconds)
         case .attribute(let attribute):
             return NodeStat(inode: inode, kind: .regularFile, mode: attribute.mode, size: 4096, cacheSeconds: entryCacheSeconds)
         case .config(let address, _):
-            return NodeStat(inode: inode, kind: .regularFile, mode: 0o644, size: dom0.device(address)?.configSize ?? 256,
+            return NodeStat(inode: inode, kind: .regularFile, mode: 0o644, size: state.dom0.device(address)?.configSize ?? 256,
                             cacheSeconds: entryCacheSeconds)
         }
     }
@@ -103,14 +172,17 @@ public final class SysfsTree: FileSystemModel {
     public func lookup(parent: Inode, name: String) throws(Errno) -> NodeStat {
         try state.withLock { state throws(Errno) -> NodeStat in
             guard let (inode, node) = state.lookup(parent: parent, name: name) else { throw .noSuchFileOrDirectory }
-            return SysfsTree.stat(node, inode: inode, dom0: state.dom0)
+            return SysfsTree.stat(node, inode: inode, state: state)
         }
     }
 
+    /// A node that has vanished still answers with what it was: the kernel only asks for it
+    /// through a descriptor still open on it (fstat works on a removed kernfs node); paths
+    /// to it were invalidated, so they come as lookups, which fail.
     public func getattr(_ inode: Inode) throws(Errno) -> NodeStat {
         try state.withLock { state throws(Errno) -> NodeStat in
-            guard let node = state.node(of: inode) else { throw .noSuchFileOrDirectory }
-            return SysfsTree.stat(node, inode: inode, dom0: state.dom0)
+            guard let node = state.node(of: inode) ?? state.inodes.lastKnownNode(inode) else { throw .noSuchFileOrDirectory }
+            return SysfsTree.stat(node, inode: inode, state: state)
         }
     }
 
@@ -153,6 +225,8 @@ public final class SysfsTree: FileSystemModel {
         let caller: Caller
         let canRead: Bool
         let canWrite: Bool
+        /// Where and when it was opened (nil: a handle of the tree's own, never stale).
+        let opened: Opened?
         /// The rendered text of an attribute, taken at offset 0, and pci_op results. Only
         /// text attributes have one: a config file or a write-only open needs none (and an
         /// open-write-close store then allocates one object less).
@@ -164,11 +238,18 @@ public final class SysfsTree: FileSystemModel {
             var results: [String] = []
         }
 
-        init(node: SysfsNode, caller: Caller, canRead: Bool, canWrite: Bool) {
+        struct Opened {
+            var path: String
+            /// `State.vanishings` at open.
+            var vanishings: Int
+        }
+
+        init(node: SysfsNode, caller: Caller, canRead: Bool, canWrite: Bool, opened: Opened? = nil) {
             self.node = node
             self.caller = caller
             self.canRead = canRead
             self.canWrite = canWrite
+            self.opened = opened
             var needsScratch = false
             if case .attribute(let attribute) = node {
                 if case .pciOperation = attribute.kind { needsScratch = true } else { needsScratch = canRead }
@@ -185,9 +266,9 @@ public final class SysfsTree: FileSystemModel {
     }
 
     public func open(_ inode: Inode, flags: Int32, caller: Caller) throws(Errno) -> any OpenFile {
-        let node = try state.withLock { state throws(Errno) -> SysfsNode in
-            guard let node = state.node(of: inode) else { throw .noSuchFileOrDirectory }
-            return node
+        let (node, opened) = try state.withLock { state throws(Errno) -> (SysfsNode, Handle.Opened) in
+            guard let node = state.node(of: inode), let path = state.inodes.path(of: inode) else { throw .noSuchFileOrDirectory }
+            return (node, Handle.Opened(path: path, vanishings: state.vanishings))
         }
         let access = flags & 0o3
         let wantsRead = access == 0 || access == 2
@@ -204,10 +285,15 @@ public final class SysfsTree: FileSystemModel {
         case .config:
             break
         }
-        return Handle(node: node, caller: caller, canRead: wantsRead, canWrite: wantsWrite)
+        return Handle(node: node, caller: caller, canRead: wantsRead, canWrite: wantsWrite, opened: opened)
     }
 
     public func release(_ file: any OpenFile) {}
+
+    public func hasVanished(_ file: any OpenFile) -> Bool {
+        guard let handle = file as? Handle else { return false }
+        return state.withLock { $0.hasVanished(handle.opened) }
+    }
 
     public func read(_ file: any OpenFile, offset: Int, size: Int) throws(Errno) -> [UInt8] {
         guard let handle = file as? Handle else { throw .badFileDescriptor }
@@ -245,7 +331,7 @@ public final class SysfsTree: FileSystemModel {
         switch handle.node {
         case .config(let address, let frontend):
             defer { if frontend != nil { flushTrace() } }
-            return try readConfig(address, frontend: frontend, caller: handle.caller, offset: offset, into: buffer)
+            return try readConfig(address, frontend: frontend, caller: handle.caller, offset: offset, into: buffer, handle: handle)
         case .attribute(let attribute):
             let text = try attributeText(attribute, handle: handle, offset: offset)
             guard offset < text.count, !buffer.isEmpty else { return 0 }
@@ -276,7 +362,7 @@ public final class SysfsTree: FileSystemModel {
         switch handle.node {
         case .config(let address, let frontend):
             defer { if frontend != nil { flushTrace() } }
-            let count = try writeConfig(address, frontend: frontend, offset: offset, data: data)
+            let count = try writeConfig(address, frontend: frontend, offset: offset, data: data, handle: handle)
             return WriteOutcome(count: count)
         case .attribute(let attribute):
             if data.isEmpty { return WriteOutcome(count: 0) }
@@ -316,8 +402,9 @@ public final class SysfsTree: FileSystemModel {
     }
 
     func readConfig(_ address: PCIAddress, frontend: UInt32?, caller: Caller, offset: Int,
-                    into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+                    into buffer: UnsafeMutableRawBufferPointer, handle: Handle? = nil) throws(Errno) -> Int {
         try state.withLock { state throws(Errno) -> Int in
+            try state.requireLive(handle)
             guard let device = state.dom0.device(address) else { throw .noSuchDevice }
             let limit = caller.isPrivileged ? device.configSize : (device.identity.layout == .cardbus ? 128 : 64)
             guard offset < limit, !buffer.isEmpty else { return 0 }
@@ -349,8 +436,10 @@ public final class SysfsTree: FileSystemModel {
         }
     }
 
-    func writeConfig(_ address: PCIAddress, frontend: UInt32?, offset: Int, data: UnsafeRawBufferPointer) throws(Errno) -> Int {
+    func writeConfig(_ address: PCIAddress, frontend: UInt32?, offset: Int, data: UnsafeRawBufferPointer,
+                     handle: Handle? = nil) throws(Errno) -> Int {
         try state.withLock { state throws(Errno) -> Int in
+            try state.requireLive(handle)
             guard let device = state.dom0.device(address) else { throw .noSuchDevice }
             let limit = device.configSize
             guard !data.isEmpty else { return 0 }
@@ -380,13 +469,15 @@ public final class SysfsTree: FileSystemModel {
     private func render(_ attribute: Attribute, handle: Handle) throws(Errno) -> [UInt8] {
         if case .pciOperation(let domain) = attribute.kind {
             let own = handle.withScratch { $0.results }
-            if !own.isEmpty { return Array(own.joined().utf8) }
             return try state.withLock { state throws(Errno) -> [UInt8] in
+                try state.requireLive(handle)
+                if !own.isEmpty { return Array(own.joined().utf8) }
                 guard state.dom0.frontends[domain] != nil else { throw .noSuchDevice }
                 return Array((state.lastOperationResult[domain] ?? "").utf8)
             }
         }
         return try state.withLock { state throws(Errno) -> [UInt8] in
+            try state.requireLive(handle)
             // Nothing to show means the device went away under an open handle.
             guard let text = state.dom0.show(attribute.kind, legacy: state.options.legacyModes) else { throw .noSuchDevice }
             return text
@@ -395,20 +486,28 @@ public final class SysfsTree: FileSystemModel {
 
     func store(_ attribute: Attribute, input: [UInt8], handle: Handle) throws(Errno) -> [CacheInvalidation] {
         try state.withLock { state throws(Errno) -> [CacheInvalidation] in
+            try state.requireLive(handle)
             if attribute.kind.mayChangeTopology { state.layoutEpoch += 1 }
             let before = state.dom0.topologyGeneration
             let entriesBefore = attribute.kind.mayChangeTopology ? state.layout.dynamicEntries() : [:]
+            var wasReset = false
             try recordingStore(attribute.kind, input: input, caller: handle.caller) { () throws(Errno) in
                 if case .pciOperation(let domain) = attribute.kind {
                     let line = try state.dom0.performOperationLine(input, frontend: domain)
                     state.lastOperationResult[domain] = line
                     handle.withScratch { $0.results.append(line) }
+                } else if case .control(.reset) = attribute.kind {
+                    try state.reset(input)
+                    wasReset = true
                 } else {
                     try state.dom0.store(attribute.kind, input: input, caller: handle.caller)
                 }
             }
-            guard attribute.kind.mayChangeTopology, state.dom0.topologyGeneration != before else { return [] }
-            return SysfsTree.invalidations(from: entriesBefore, to: state.layout.dynamicEntries(), inodes: state.inodes)
+            guard attribute.kind.mayChangeTopology, state.dom0.topologyGeneration != before || wasReset
+            else { return [] }
+            let entriesAfter = state.layout.dynamicEntries()
+            state.noteVanished(from: entriesBefore, to: entriesAfter)
+            return SysfsTree.invalidations(from: entriesBefore, to: entriesAfter, inodes: state.inodes)
         }
     }
 
@@ -420,18 +519,22 @@ public final class SysfsTree: FileSystemModel {
         try recorder.recordingStore(kind, input: input, caller: caller, body)
     }
 
-    /// Dentries the kernel must drop: entries that appeared, vanished or changed target.
+    /// What the kernel must forget: entries that appeared, vanished or changed target, their
+    /// nodes, and their directories' attributes (a directory's link count counts its
+    /// subdirectories).
     private static func invalidations(from before: [String: String], to after: [String: String], inodes: InodeTable)
         -> [CacheInvalidation]
     {
         var result: [CacheInvalidation] = []
+        var parents = Set<Inode>()
         for key in Set(before.keys).union(after.keys) where before[key] != after[key] {
             let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
             guard parts.count == 2, let parent = inodes.existingInode(for: parts[0]) else { continue }
             result.append(.entry(parent: parent, name: parts[1]))
             if let inode = inodes.existingInode(for: joinPath(parts[0], parts[1])) { result.append(.inode(inode)) }
+            parents.insert(parent)
         }
-        return result
+        return result + parents.sorted().map { .inode($0) }
     }
 }
 

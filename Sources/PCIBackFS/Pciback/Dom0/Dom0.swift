@@ -103,3 +103,13 @@ public struct Dom0 {
         return device
     }
 }
+
+extension Dom0 {
+    /// An independent dom0 in the same state (the machine's functions are objects: each is
+    /// copied). `fs/pcibackfs/reset` starts from a copy of the state the daemon started with.
+    func copied() -> Dom0 {
+        var copy = self
+        (copy.machine, copy.removedDevices) = machine.copied(removed: removedDevices)
+        return copy
+    }
+}
