@@ -12,20 +12,9 @@ struct PCIBackFSDaemon: ParsableCommand {
         defaultSubcommand: Serve.self)
 }
 
-/// `pcibackfsd [serve] MOUNTPOINT [options]`
-struct Serve: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Mount an emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
-        discussion: """
-            The mount point mirrors /sys: use it in place with
-              lspci -A linux-sysfs -O sysfs.path=MOUNTPOINT/bus/pci
-            or bind-mount it over /sys in a private mount namespace.
-            Frontends (stub domains, PV guests) are under MOUNTPOINT/fs/pcibackfs/.
-            """)
-
-    @Argument(help: "An existing, empty directory to mount on.")
-    var mountPoint: String
-
+/// The options that describe the emulated machine and how it is served, shared by `serve`
+/// and `run`.
+struct MachineOptions: ParsableArguments {
     @Option(name: .long, help: "The kernel whose pciback to imitate: \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", ")).")
     var profile: String = KernelProfile.current.rawValue
 
@@ -47,6 +36,9 @@ struct Serve: ParsableCommand {
 
     @Flag(name: .long, help: "xen-pciback.passthrough=1: the passthrough backend instead of vpci.")
     var passthrough = false
+
+    @Option(name: .long, help: "How xen-pciback is built: module (loadable, as Debian ships it) or builtin; shapes module/xen_pciback.")
+    var pcibackBuild: String = ModuleBuild.module.rawValue
 
     @Flag(name: .long, help: "Attribute modes of kernels before 4.14 (0400/0600 instead of 0444/0644).")
     var legacyModes = false
@@ -76,13 +68,17 @@ struct Serve: ParsableCommand {
         guard KernelProfile(rawValue: profile) != nil else {
             throw ValidationError("unknown profile '\(profile)'; one of \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        guard ModuleBuild(rawValue: pcibackBuild) != nil else {
+            throw ValidationError("unknown --pciback-build '\(pcibackBuild)'; one of \(ModuleBuild.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         guard maxThreads >= 1 && maxThreads <= 256 else { throw ValidationError("--max-threads must be 1...256") }
         if noBuiltin && lspciDump.isEmpty && machine == nil {
             throw ValidationError("--no-builtin needs --machine or at least one --lspci-dump")
         }
     }
 
-    func run() throws {
+    /// The dom0 these options describe (the built-in machine, a machine file, dumps).
+    func makeDom0() throws -> Dom0 {
         var devices: [EmulatedDevice] = []
         if let machine {
             do { devices = try MachineFile.load(path: machine) } catch { throw ValidationError(error.description) }
@@ -103,12 +99,21 @@ struct Serve: ParsableCommand {
         }
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
-        let dom0: Dom0
         do {
-            dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
+            return try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
         } catch {
             throw ValidationError("xen-pciback failed to load: \(error) (hide=\"\(hide)\")")
         }
+    }
+
+    /// The tree's options: the class devices' numbers avoid those this host uses.
+    var treeOptions: TreeOptions {
+        TreeOptions(legacyModes: legacyModes, pcibackBuild: ModuleBuild(rawValue: pcibackBuild)!, hostNumbers: .scan())
+    }
+
+    /// The tree over `makeDom0()`, with the trace log and the restored --state journal.
+    func makeTree() throws -> SysfsTree {
+        let dom0 = try makeDom0()
         var log: TraceLog?
         if let traceLog {
             do { log = try TraceLog(path: traceLog) } catch { throw ValidationError("--trace-log \(traceLog): \(error)") }
@@ -118,13 +123,14 @@ struct Serve: ParsableCommand {
             do {
                 journal = try StateJournal(path: state, options: StateOptions(
                     profile: profile, machine: self.machine, lspciDumps: lspciDump, noBuiltin: noBuiltin, hide: hide,
-                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes), fsync: fsync)
+                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes, pcibackBuild: pcibackBuild),
+                    fsync: fsync)
             } catch {
                 FileHandle.standardError.write(Data("pcibackfsd: --state \(state): \(error)\n".utf8))
                 throw ExitCode(1)
             }
         }
-        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes, traceLog: log, journal: journal)
+        let tree = SysfsTree(dom0: dom0, options: treeOptions, traceLog: log, journal: journal)
         if let journal {
             do {
                 let report = try journal.restore(into: tree)
@@ -134,9 +140,34 @@ struct Serve: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        return tree
+    }
+
+    var serverOptions: FUSEServer.Options {
+        .init(allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug)
+    }
+}
+
+/// `pcibackfsd [serve] MOUNTPOINT [options]`
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount an emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
+        discussion: """
+            The mount point mirrors /sys: use it in place with
+              lspci -A linux-sysfs -O sysfs.path=MOUNTPOINT/bus/pci
+            or bind-mount it over /sys in a private mount namespace.
+            Frontends (stub domains, PV guests) are under MOUNTPOINT/fs/pcibackfs/.
+            """)
+
+    @Argument(help: "An existing, empty directory to mount on.")
+    var mountPoint: String
+
+    @OptionGroup var options: MachineOptions
+
+    func run() throws {
+        let tree = try options.makeTree()
         if let message = StaleMount.clear(mountPoint) { FileHandle.standardError.write(Data("pcibackfsd: \(message)\n".utf8)) }
-        let server = FUSEServer(model: tree, options: .init(
-            allowOther: allowOther, maxThreads: maxThreads, cloneFD: !noCloneFD, debug: debug))
+        let server = FUSEServer(model: tree, options: options.serverOptions)
         do {
             try server.mount(at: mountPoint)
         } catch {
