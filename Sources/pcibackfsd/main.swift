@@ -37,6 +37,9 @@ struct MachineOptions: ParsableArguments {
     @Flag(name: .long, help: "xen-pciback.passthrough=1: the passthrough backend instead of vpci.")
     var passthrough = false
 
+    @Option(name: .long, help: "How xen-pciback is built: module (loadable, as Debian ships it) or builtin; shapes module/xen_pciback.")
+    var pcibackBuild: String = ModuleBuild.module.rawValue
+
     @Flag(name: .long, help: "Attribute modes of kernels before 4.14 (0400/0600 instead of 0444/0644).")
     var legacyModes = false
 
@@ -64,6 +67,9 @@ struct MachineOptions: ParsableArguments {
     func validate() throws {
         guard KernelProfile(rawValue: profile) != nil else {
             throw ValidationError("unknown profile '\(profile)'; one of \(KernelProfile.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard ModuleBuild(rawValue: pcibackBuild) != nil else {
+            throw ValidationError("unknown --pciback-build '\(pcibackBuild)'; one of \(ModuleBuild.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard maxThreads >= 1 && maxThreads <= 256 else { throw ValidationError("--max-threads must be 1...256") }
         if noBuiltin && lspciDump.isEmpty && machine == nil {
@@ -100,6 +106,11 @@ struct MachineOptions: ParsableArguments {
         }
     }
 
+    /// The tree's options: the class devices' numbers avoid those this host uses.
+    var treeOptions: TreeOptions {
+        TreeOptions(legacyModes: legacyModes, pcibackBuild: ModuleBuild(rawValue: pcibackBuild)!, hostNumbers: .scan())
+    }
+
     /// The tree over `makeDom0()`, with the trace log and the restored --state journal.
     func makeTree() throws -> SysfsTree {
         let dom0 = try makeDom0()
@@ -112,13 +123,14 @@ struct MachineOptions: ParsableArguments {
             do {
                 journal = try StateJournal(path: state, options: StateOptions(
                     profile: profile, machine: self.machine, lspciDumps: lspciDump, noBuiltin: noBuiltin, hide: hide,
-                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes), fsync: fsync)
+                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes, pcibackBuild: pcibackBuild),
+                    fsync: fsync)
             } catch {
                 FileHandle.standardError.write(Data("pcibackfsd: --state \(state): \(error)\n".utf8))
                 throw ExitCode(1)
             }
         }
-        let tree = SysfsTree(dom0: dom0, legacyModes: legacyModes, traceLog: log, journal: journal)
+        let tree = SysfsTree(dom0: dom0, options: treeOptions, traceLog: log, journal: journal)
         if let journal {
             do {
                 let report = try journal.restore(into: tree)

@@ -333,6 +333,21 @@ extension ClientReplayTests {
     @Suite("real clients: libxl, QEMU, libvirt, Qubes and driverctl", .serialized, .requiresDaemonMount,
            .timeLimit(.minutes(1)))
     struct ToolstackReplayTests {
+        /// modprobe as on a dom0 whose /etc/modprobe.d has `alias pciback xen-pciback`, with
+        /// the emulated drivers' modules installed: those load (exit 0), anything else fails.
+        static let fakeModprobe = """
+            #!/bin/sh
+            for argument in "$@"; do
+                case "$argument" in
+                    -*) ;;
+                    pciback|xen-pciback|xen_pciback|igb|nvme|8139too|radeon|xhci_pci|xhci_hcd) exit 0 ;;
+                    *) exit 1 ;;
+                esac
+            done
+            exit 1
+
+            """
+
         @Test("libxl pci-assignable-add, -list, attach with a stub domain, detach, assignable-remove -r")
         func libxlLifecycle() throws {
             try withDaemon { mount throws in
@@ -491,11 +506,19 @@ extension ClientReplayTests {
               .requiresTool("driverctl"), .requiresTool("unshare"))
         func driverctl() throws {
             try withDaemon { mount throws in
-                // The whole mirror on /sys (the links are relative), modprobe neutralised if present.
+                // The whole mirror on /sys (the links are relative). There is no module/pciback
+                // (the module is xen_pciback), so driverctl runs `/sbin/modprobe -q pciback`: a
+                // dom0 admin's `alias pciback xen-pciback` makes that succeed. The test's modprobe
+                // (bind-mounted over the real one in the private namespace) does the same.
+                let directory = Temporary.directory(prefix: "modprobe")
+                defer { Temporary.remove(directory) }
+                let modprobe = directory + "/modprobe"
+                try Self.fakeModprobe.write(toFile: modprobe, atomically: true, encoding: .utf8)
+                #expect(chmod(modprobe, 0o755) == 0)
                 let script = """
                     set -e
                     mount --rbind "$1" /sys
-                    if [ -e /sbin/modprobe ]; then mount --bind /bin/true /sbin/modprobe; fi
+                    mount --bind "$2" /sbin/modprobe
                     echo "== set"
                     driverctl --nosave set-override 0000:03:00.0 pciback
                     echo "driver=$(basename "$(readlink /sys/bus/pci/devices/0000:03:00.0/driver)")"
@@ -509,8 +532,8 @@ extension ClientReplayTests {
                     echo "== network"
                     driverctl list-devices network
                     """
-                let result = Subprocess.run("unshare", ["-m", "--propagation", "private", "sh", "-c", script, "sh", mount.root],
-                                            timeout: 30)
+                let result = Subprocess.run("unshare", ["-m", "--propagation", "private", "sh", "-c", script, "sh", mount.root,
+                                                        modprobe], timeout: 30)
                 #expect(result.succeeded, "\(result)")
                 let sections = DriverctlOutput.sections(result.stdout)
                 #expect(sections["set"] == ["driver=pciback"], "\(result)")

@@ -40,9 +40,12 @@ public struct StateOptions: Codable, Equatable, Sendable {
     public var permissive: Bool
     public var passthrough: Bool
     public var legacyModes: Bool
+    /// `--pciback-build`; absent from headers written before the option existed, which were
+    /// all `module` (the tree then showed module/xen_pciback with parameters only).
+    public var pcibackBuild: String?
 
     public init(profile: String, machine: String?, lspciDumps: [String], noBuiltin: Bool, hide: String, permissive: Bool,
-                passthrough: Bool, legacyModes: Bool) {
+                passthrough: Bool, legacyModes: Bool, pcibackBuild: String = ModuleBuild.module.rawValue) {
         self.profile = profile
         self.machine = machine
         self.machineChecksum = machine.flatMap(StateOptions.fileChecksum)
@@ -53,7 +56,10 @@ public struct StateOptions: Codable, Equatable, Sendable {
         self.permissive = permissive
         self.passthrough = passthrough
         self.legacyModes = legacyModes
+        self.pcibackBuild = pcibackBuild
     }
+
+    private var build: String { pcibackBuild ?? ModuleBuild.module.rawValue }
 
     static func fileChecksum(_ path: String) -> UInt32? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
@@ -70,6 +76,7 @@ public struct StateOptions: Codable, Equatable, Sendable {
         if permissive { words.append("--permissive") }
         if passthrough { words.append("--passthrough") }
         if legacyModes { words.append("--legacy-modes") }
+        words.append("--pciback-build \(build)")
         return words.joined(separator: " ")
     }
 
@@ -93,6 +100,7 @@ public struct StateOptions: Codable, Equatable, Sendable {
         compare("--permissive", permissive, other.permissive) { $0 ? "on" : "off" }
         compare("--passthrough", passthrough, other.passthrough) { $0 ? "on" : "off" }
         compare("--legacy-modes", legacyModes, other.legacyModes) { $0 ? "on" : "off" }
+        compare("--pciback-build", build, other.build) { $0 }
         return result
     }
 }

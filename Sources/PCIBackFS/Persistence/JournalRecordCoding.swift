@@ -78,7 +78,7 @@ extension AttributeKind {
     var journalPath: String? {
         switch self {
         case .device(let address, let attribute): return "bus/pci/devices/\(address)/\(attribute.rawValue)"
-        case .frontendDevice: return nil
+        case .frontendDevice, .netInterface, .nvmeController, .nvmeNamespace, .module, .moduleSection: return nil
         case .driver(let driver, let attribute): return "bus/pci/drivers/\(driver)/\(attribute.rawValue)"
         case .bus(let attribute): return "bus/pci/\(attribute.rawValue)"
         case .moduleParameter(let parameter): return "module/xen_pciback/parameters/\(parameter.rawValue)"

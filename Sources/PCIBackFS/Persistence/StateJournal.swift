@@ -481,6 +481,10 @@ extension SysfsTree {
     /// A tree that reports every acknowledged change to `journal` (`--state`). Call the
     /// journal's `restore(into:)` with it before serving.
     public convenience init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil, journal: StateJournal?) {
-        self.init(dom0: dom0, legacyModes: legacyModes, traceLog: traceLog, recorder: journal)
+        self.init(dom0: dom0, options: TreeOptions(legacyModes: legacyModes), traceLog: traceLog, recorder: journal)
+    }
+
+    public convenience init(dom0: sending Dom0, options: TreeOptions, traceLog: TraceLog? = nil, journal: StateJournal?) {
+        self.init(dom0: dom0, options: options, traceLog: traceLog, recorder: journal)
     }
 }

@@ -35,7 +35,9 @@ extension Dom0 {
             case .faults: return faultsText()
             case .attach, .detach, .reset: return nil
             }
-        case .pciOperation:
+        case .pciOperation, .netInterface, .nvmeController, .nvmeNamespace, .module, .moduleSection:
+            // Class devices and modules render in the layout (ClassDeviceLayout.swift), which
+            // knows the tree's options (device numbers, xen-pciback's build).
             return nil
         }
     }
@@ -90,6 +92,20 @@ extension Dom0 {
             case .profile, .log, .trace, .reset: throw .ioError
             }
         case .pciOperation:
+            throw .ioError
+        case .netInterface(let address, let attribute):
+            guard networkInterface(of: address) != nil else { throw .noSuchDevice }
+            switch attribute {
+            case .uevent: try Dom0.checkUeventAction(input)
+            // change_carrier: -EINVAL unless the interface is up (netif_running); it never is.
+            case .carrier: throw .invalidArgument
+            // Interface settings are not modelled (the interface stays down, 1500, 0x1002, 1000).
+            case .mtu, .flags, .txQueueLen: throw .notSupported
+            default: throw .ioError
+            }
+        case .nvmeController(_, .uevent), .nvmeNamespace(_, .uevent), .module(_, .uevent):
+            try Dom0.checkUeventAction(input)
+        case .nvmeController, .nvmeNamespace, .module, .moduleSection:
             throw .ioError
         }
     }

@@ -16,6 +16,7 @@ struct SysfsLayout {
         case "devices": return devicesNode(Array(parts.dropFirst()))
         case "module": return moduleNode(Array(parts.dropFirst()))
         case "fs": return fsNode(Array(parts.dropFirst()))
+        case "class", "block", "dev": return classTreeNode(parts)
         default: return nil
         }
     }
@@ -44,7 +45,7 @@ struct SysfsLayout {
     }
 
     private func driverEntry(_ driver: String, _ name: String) -> SysfsNode? {
-        if name == "module" { return .link("../../../../module/" + moduleName(of: driver)) }
+        if name == "module" { return moduleLink(of: driver).map { .link($0) } }
         if let address = PCIAddress(kernelName: name) {
             guard dom0.driverName(of: address) == driver else { return nil }
             return .link("../../../../" + dom0.machine.sysfsPath(of: address))
@@ -60,15 +61,20 @@ struct SysfsLayout {
         return own + DriverAttribute.generic
     }
 
-    func moduleName(of driver: String) -> String {
-        driver == pciback ? "xen_pciback" : driver
-    }
-
     private func devicesNode(_ parts: [String]) -> SysfsNode? {
         if parts.isEmpty { return .directory }
-        let machine = dom0.machine
-        guard machine.rootBuses[parts[0]] != nil else { return nil }
+        guard dom0.machine.rootBuses[parts[0]] != nil else { return nil }
         if parts.count == 1 { return .directory }
+        guard let (device, rest) = deviceDirectory(parts) else { return nil }
+        if rest.isEmpty { return .directory }
+        if rest[0] == "net" || rest[0] == "nvme" { return classDeviceNode(device, rest) }
+        return rest.count == 1 ? deviceEntry(device, rest[0]) : nil
+    }
+
+    /// The function whose directory `parts` (below `devices/`, root bus first) leads into, and
+    /// the rest of the path below that directory.
+    private func deviceDirectory(_ parts: [String]) -> (PCIAddress, rest: [String])? {
+        let machine = dom0.machine
         // Walk the chain of device directories: the first on the root bus, each next one a
         // child of the one before (VFs count as children of their PF's parent).
         var current: PCIAddress?
@@ -79,14 +85,11 @@ struct SysfsLayout {
             current = address
             index += 1
         }
-        guard let device = current else { return nil }
-        if index == parts.count { return .directory }
-        guard index == parts.count - 1 else { return nil }
-        return deviceEntry(device, parts[index])
+        return current.map { ($0, Array(parts[index...])) }
     }
 
     /// Levels from a device directory back to the root of the tree.
-    private func ups(_ address: PCIAddress) -> String {
+    func ups(_ address: PCIAddress) -> String {
         String(repeating: "../", count: 3 + dom0.machine.upstreamBridges(of: address).count)
     }
 
@@ -127,23 +130,6 @@ struct SysfsLayout {
         case .secondaryBusNumber, .subordinateBusNumber: return device.isBridge
         default: return true
         }
-    }
-
-    private func moduleNode(_ parts: [String]) -> SysfsNode? {
-        if parts.isEmpty { return .directory }
-        guard moduleNames().contains(parts[0]) else { return nil }
-        if parts.count == 1 { return .directory }
-        guard parts[0] == "xen_pciback", parts[1] == "parameters" else { return nil }
-        if parts.count == 2 { return .directory }
-        guard parts.count == 3, let parameter = ModuleParameter(rawValue: parts[2]) else { return nil }
-        return .attribute(Attribute(kind: .moduleParameter(parameter), mode: parameter.mode))
-    }
-
-    func moduleNames() -> [String] {
-        // `pciback` too, for driverctl's `[ -d /sys/module/$drv ]` check.
-        var names = ["xen_pciback", pciback]
-        for driver in dom0.drivers where driver.name != pciback && !names.contains(driver.name) { names.append(driver.name) }
-        return names.sorted()
     }
 
     private func fsNode(_ parts: [String]) -> SysfsNode? {
@@ -194,7 +180,8 @@ struct SysfsLayout {
     private func names(in path: String) -> [String] {
         let parts = path.isEmpty ? [] : pathComponents(path)
         switch parts.first {
-        case nil: return ["bus", "devices", "fs", "module"]
+        case nil: return ["block", "bus", "class", "dev", "devices", "fs", "module"]
+        case "class", "block", "dev": return classTreeNames(parts)
         case "bus":
             if parts.count == 1 { return ["pci"] }
             if parts.count == 2 { return ["devices", "drivers", "slots"] + BusAttribute.allCases.map(\.rawValue) }
@@ -202,23 +189,23 @@ struct SysfsLayout {
             if parts[2] == "drivers" {
                 if parts.count == 3 { return dom0.drivers.map(\.name).sorted() }
                 let driver = parts[3]
-                return driverAttributes(driver).map(\.rawValue) + ["module"] + dom0.boundDevices(of: driver).map(\.description)
+                let module = moduleLink(of: driver) == nil ? [] : ["module"]
+                return driverAttributes(driver).map(\.rawValue) + module + dom0.boundDevices(of: driver).map(\.description)
             }
             return []
         case "devices":
             if parts.count == 1 { return dom0.machine.rootBuses.keys.sorted() }
             if parts.count == 2 { return (dom0.machine.rootBuses[parts[1]] ?? []).map(\.description) }
-            guard let address = PCIAddress(kernelName: parts[parts.count - 1]) else { return [] }
+            guard let (address, rest) = deviceDirectory(Array(parts.dropFirst())) else { return [] }
+            if !rest.isEmpty { return classDeviceNames(address, rest) }
             var names = ["config", "subsystem"] + deviceAttributes(address).map(\.rawValue)
             if dom0.driverName(of: address) != nil { names.append("driver") }
             if dom0.machine[address]?.physicalFunction != nil { names.append("physfn") }
             names += (dom0.sriov[address]?.virtualFunctions ?? []).indices.map { "virtfn\($0)" }
             names += dom0.machine.children(of: address).map(\.description)
-            return names
+            return names + classDirectories(of: address)
         case "module":
-            if parts.count == 1 { return moduleNames() }
-            if parts.count == 2 { return parts[1] == "xen_pciback" ? ["parameters"] : [] }
-            return ModuleParameter.allCases.map(\.rawValue)
+            return moduleNames(Array(parts.dropFirst()))
         case "fs":
             if parts.count == 1 { return ["pcibackfs"] }
             if parts.count == 2 { return ControlFile.allCases.map(\.rawValue) + ["frontends"] }
@@ -256,6 +243,7 @@ struct SysfsLayout {
                 entries["bus/pci/drivers/" + driver + "\u{0}" + name] = path
             }
         }
+        classDynamicEntries(into: &entries)
         for (domain, frontend) in dom0.frontends {
             entries["fs/pcibackfs/frontends\u{0}" + String(domain)] = ""
             for export in frontend.exports {
@@ -266,9 +254,19 @@ struct SysfsLayout {
     }
 }
 
-struct TreeOptions: Sendable, Equatable {
+public struct TreeOptions: Sendable, Equatable {
     /// Attribute modes of kernels before ~4.14 (0400/0600).
-    var legacyModes = false
+    public var legacyModes = false
+    /// xen-pciback as a loadable module (Debian) or built in: what `module/xen_pciback` holds.
+    public var pcibackBuild = ModuleBuild.module
+    /// The host's device numbers the emulated class devices avoid.
+    public var hostNumbers = HostDeviceNumbers()
+
+    public init(legacyModes: Bool = false, pcibackBuild: ModuleBuild = .module, hostNumbers: HostDeviceNumbers = HostDeviceNumbers()) {
+        self.legacyModes = legacyModes
+        self.pcibackBuild = pcibackBuild
+        self.hostNumbers = hostNumbers
+    }
 }
 
 extension EmulatedDevice {

@@ -24,6 +24,12 @@ enum AttributeKind: Equatable, Hashable {
     case moduleParameter(ModuleParameter)
     case control(ControlFile)
     case pciOperation(domain: UInt32)
+    /// Class devices of the emulated drivers (ClassDeviceLayout.swift) and `/sys/module`.
+    case netInterface(PCIAddress, NetAttribute)
+    case nvmeController(PCIAddress, NVMeControllerAttribute)
+    case nvmeNamespace(PCIAddress, NVMeNamespaceAttribute)
+    case module(String, ModuleAttribute)
+    case moduleSection(String, String)
 }
 
 extension AttributeKind {
@@ -36,7 +42,8 @@ extension AttributeKind {
         case .driver(_, let attribute): return [.bind, .unbind, .newID].contains(attribute)
         case .bus(let attribute): return attribute == .driversProbe || attribute == .rescan
         case .control(let control): return control == .attach || control == .detach || control == .faults || control == .reset
-        case .frontendDevice, .moduleParameter, .pciOperation: return false
+        case .frontendDevice, .moduleParameter, .pciOperation, .netInterface, .nvmeController, .nvmeNamespace, .module,
+             .moduleSection: return false
         }
     }
 }
@@ -124,4 +131,38 @@ enum ControlFile: String, CaseIterable, Hashable {
         case .faults: return 0o600
         }
     }
+}
+
+/// A network interface's files (net/core/net-sysfs.c), those tools read.
+enum NetAttribute: String, CaseIterable, Hashable {
+    case addrAssignType = "addr_assign_type", addrLen = "addr_len", address, broadcast, carrier, devID = "dev_id"
+    case devPort = "dev_port", flags, ifindex, iflink, mtu, operstate, txQueueLen = "tx_queue_len", type, uevent
+
+    var mode: UInt32 {
+        switch self {
+        case .carrier, .flags, .mtu, .txQueueLen, .uevent: return 0o644
+        default: return 0o444
+        }
+    }
+}
+
+/// An NVMe controller's files (drivers/nvme/host/sysfs.c, `dev` from the driver core).
+enum NVMeControllerAttribute: String, CaseIterable, Hashable {
+    case address, cntlid, dev, firmwareRev = "firmware_rev", model, serial, state, transport, uevent
+
+    var mode: UInt32 { self == .uevent ? 0o644 : 0o444 }
+}
+
+/// A namespace disk's files (block/genhd.c, and the namespace's nsid).
+enum NVMeNamespaceAttribute: String, CaseIterable, Hashable {
+    case dev, extRange = "ext_range", hidden, nsid, range, removable, ro, size, uevent
+
+    var mode: UInt32 { self == .uevent ? 0o644 : 0o444 }
+}
+
+/// A module directory's files (kernel/module/sysfs.c, kernel/params.c).
+enum ModuleAttribute: String, CaseIterable, Hashable {
+    case coresize, initsize, initstate, refcnt, taint, uevent
+
+    var mode: UInt32 { self == .uevent ? 0o200 : 0o444 }
 }

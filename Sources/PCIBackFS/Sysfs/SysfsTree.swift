@@ -115,12 +115,16 @@ public final class SysfsTree: FileSystemModel {
 
     /// `traceLog`: a file that receives every verdict as a JSON line.
     public convenience init(dom0: sending Dom0, legacyModes: Bool = false, traceLog: TraceLog? = nil) {
-        self.init(dom0: dom0, legacyModes: legacyModes, traceLog: traceLog, recorder: nil)
+        self.init(dom0: dom0, options: TreeOptions(legacyModes: legacyModes), traceLog: traceLog, recorder: nil)
+    }
+
+    public convenience init(dom0: sending Dom0, options: TreeOptions, traceLog: TraceLog? = nil) {
+        self.init(dom0: dom0, options: options, traceLog: traceLog, recorder: nil)
     }
 
     /// A tree that reports its changes to `recorder` (the `--state` journal builds one this way).
-    init(dom0: sending Dom0, legacyModes: Bool, traceLog: TraceLog?, recorder: (any ChangeRecorder)?) {
-        state = Locked(State(dom0: dom0, options: TreeOptions(legacyModes: legacyModes)))
+    init(dom0: sending Dom0, options: TreeOptions, traceLog: TraceLog?, recorder: (any ChangeRecorder)?) {
+        state = Locked(State(dom0: dom0, options: options))
         self.traceLog = traceLog
         self.recorder = recorder
     }
@@ -478,9 +482,7 @@ public final class SysfsTree: FileSystemModel {
         }
         return try state.withLock { state throws(Errno) -> [UInt8] in
             try state.requireLive(handle)
-            // Nothing to show means the device went away under an open handle.
-            guard let text = state.dom0.show(attribute.kind, legacy: state.options.legacyModes) else { throw .noSuchDevice }
-            return text
+            return try state.layout.show(attribute.kind)
         }
     }
 

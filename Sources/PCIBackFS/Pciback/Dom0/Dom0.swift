@@ -40,12 +40,16 @@ public struct Dom0 {
     public internal(set) var removedDevices: [PCIAddress: EmulatedDevice] = [:]
     /// Changes whenever nodes appear or vanish (bindings, exports, removals).
     public internal(set) var topologyGeneration = 0
+    /// Which functions get which interface and controller numbers (ClassDevices.swift). Fixed
+    /// at boot from the machine the start options describe, so a --state snapshot needs no copy.
+    public let classDeviceOrder: ClassDeviceOrder
     var nextMSIIRQ: UInt32 = 120
 
     public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false) throws(Errno) {
         self.machine = machine
         self.policy = policy
         self.passthroughBackend = passthrough
+        classDeviceOrder = ClassDeviceOrder(machine: machine)
         // Host drivers register at boot, in the order their devices enumerate; pciback loads later.
         for address in machine.order {
             guard let device = machine[address], let name = device.bootDriver else { continue }
