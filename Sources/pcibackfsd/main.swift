@@ -309,6 +309,8 @@ struct Run: ParsableCommand {
 
     @OptionGroup var options: MachineOptions
 
+    @OptionGroup var runOptions: RunOptions
+
     @Argument(parsing: .postTerminator, help: "The command to run, after --.")
     var command: [String] = []
 
@@ -333,12 +335,24 @@ struct Run: ParsableCommand {
     }
 }
 
+/// Options of `run` alone.
+struct RunOptions: ParsableArguments {
+    @Flag(name: .long, help: """
+        Give each emulated interface a network link of its name and MAC (dummy, or ifb) in the namespace, \
+        so /proc/net/dev and ip link list it. Off by default: ethtool (and so lshw) then reports \
+        the link's driver instead of the emulated one.
+        """)
+    var netLinks = false
+}
+
 /// The init process of `run` (pid 1 of its pid namespace); not for direct use.
 struct RunInit: ParsableCommand {
     static let verb = RunSupervisor.initVerb
     static let configuration = CommandConfiguration(commandName: verb, shouldDisplay: false)
 
     @OptionGroup var options: MachineOptions
+
+    @OptionGroup var runOptions: RunOptions
 
     @Argument(parsing: .postTerminator)
     var command: [String] = []
@@ -349,12 +363,16 @@ struct RunInit: ParsableCommand {
             let namespace = try NamespaceInit()
             let tree = try options.makeTree()
             namespace.bringUpLoopback()
-            let network = NetworkMirror(warnings: { namespace.warn($0) })
-            @Sendable func interfaces() -> [NetworkMirror.Interface] {
-                tree.networkInterfaces().map { NetworkMirror.Interface(name: $0.name, address: $0.address) }
+            var treeChanged: (@Sendable () -> Void)?
+            if runOptions.netLinks {
+                let network = NetworkMirror(warnings: { namespace.warn($0) })
+                @Sendable func interfaces() -> [NetworkMirror.Interface] {
+                    tree.networkInterfaces().map { NetworkMirror.Interface(name: $0.name, address: $0.address) }
+                }
+                network.apply(interfaces())
+                treeChanged = { network.request(interfaces()) }
             }
-            network.apply(interfaces())
-            let merged = MergedSysfs(tree: tree, host: namespace.host, treeChanged: { network.request(interfaces()) })
+            let merged = MergedSysfs(tree: tree, host: namespace.host, treeChanged: treeChanged)
             var serverOptions = options.serverOptions
             // /sys is for every user of the namespace, as sysfs is.
             serverOptions.allowOther = true

@@ -143,8 +143,13 @@ struct MergedSysfsTests {
     @Test("shared directories list both sides, the emulation's names first") func listings() throws {
         #expect(try names("") == ["block", "bus", "class", "dev", "devices", "firmware", "fs", "kernel", "module"])
         #expect(try names("devices") == ["LNXSYSTM:00", "pci0000:00", "platform", "system", "virtual"])
-        #expect(try names("class/net") == ["lo"])
-        #expect(try names("block") == ["loop0"])
+        // The emulation's interfaces and disks beside the host's lo and loop0.
+        let interfaces = merged.tree.networkInterfaces().map(\.name)
+        #expect(!interfaces.isEmpty)
+        #expect(try names("class/net") == (interfaces + ["lo"]).sorted())
+        let disks = try merged.tree.readdir(#require(lookup("block")).inode).map(\.name)
+        #expect(!disks.isEmpty && disks.allSatisfy { $0.hasPrefix("nvme") })
+        #expect(try names("block") == (disks + ["loop0"]).sorted())
         #expect(try names("kernel/iommu_groups") == ["9"])
         #expect(try names("fs").contains("pcibackfs") && names("fs").contains("cgroup"))
         #expect(try names("bus").contains("pci") && names("bus").contains("virtio"))

@@ -204,5 +204,31 @@ struct RunViewTests {
         let seen = Set(result.stdout.split(whereSeparator: { $0 == "\n" || $0 == " " }).map(String.init))
         for interface in hostInterfaces { #expect(!seen.contains(interface), "host interface \(interface) is visible") }
     }
+
+    @Test("--net-links: a link per emulated interface, with its MAC, that follows unbind and bind")
+    func netLinks() throws {
+        let tree = SysfsTree(dom0: try Dom0(machine: BuiltinMachine.make(),
+                                            policy: FilterPolicy(profile: .current, globalPermissive: false),
+                                            hide: "", passthrough: false))
+        let interfaces = tree.networkInterfaces()
+        let nic = try #require(interfaces.first { $0.name.hasSuffix("f0") })
+        let script = """
+            links() { tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; }
+            links
+            cat /sys/class/net/\(nic.name)/address; cat /sys/class/net/\(nic.name)/device/../\(nic.name) 2>/dev/null
+            ip -o link show \(nic.name) | grep -o 'link/ether [0-9a-f:]*'
+            bdf=$(basename "$(readlink /sys/class/net/\(nic.name)/device)")
+            echo -n $bdf > /sys/bus/pci/devices/$bdf/driver/unbind
+            i=0; while ip link show \(nic.name) >/dev/null 2>&1 && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; links
+            echo -n $bdf > /sys/bus/pci/drivers/igb/bind
+            i=0; while ! ip link show \(nic.name) >/dev/null 2>&1 && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; links
+            """
+        let result = RunNamespace.shell(script, options: ["--net-links"])
+        #expect(result.status == 0, "\(result)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        let all = (interfaces.map(\.name) + ["lo"]).sorted().joined(separator: " ") + " "
+        let without = (interfaces.map(\.name).filter { $0 != nic.name } + ["lo"]).sorted().joined(separator: " ") + " "
+        #expect(lines == [all, nic.address, "link/ether \(nic.address)", without, all], "\(result)")
+    }
 }
 #endif
