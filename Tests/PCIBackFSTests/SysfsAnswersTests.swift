@@ -131,7 +131,7 @@ struct LinkCountCase: Sendable, CustomTestStringConvertible {
 @Suite("sysfs's answers: link counts and sizes", .serialized, .requiresDaemonMount, .timeLimit(.minutes(2)))
 struct LinkCountTests {
     static let cases: [LinkCountCase] = [
-        .init(path: "", links: 6),                                   // bus, devices, fs, module
+        .init(path: "", links: 9),                                   // block, bus, class, dev, devices, fs, module
         .init(path: "bus", links: 3),
         .init(path: "bus/pci", links: 5),                            // devices, drivers, slots (as /sys)
         .init(path: "bus/pci/devices", links: 2),                    // links only
@@ -139,8 +139,9 @@ struct LinkCountTests {
         .init(path: "bus/pci/drivers/pciback", links: 2),
         .init(path: "devices/pci0000:00", links: 8),                 // 6 functions on the root bus
         .init(path: "devices/pci0000:00/0000:00:1c.1", links: 4),    // 03:00.0 and 03:00.1
-        .init(path: "devices/pci0000:00/0000:00:1c.1/0000:03:00.0", links: 2),
-        .init(path: "module/xen_pciback", links: 3),
+        .init(path: "devices/pci0000:00/0000:00:1c.1/0000:03:00.0", links: 3),  // net
+        .init(path: "devices/pci0000:00/0000:00:1c.1/0000:03:00.0/net", links: 3),
+        .init(path: "module/xen_pciback", links: 6),                 // drivers, holders, parameters, sections
         .init(path: "fs/pcibackfs", links: 3),
         .init(path: "fs/pcibackfs/frontends", links: 2),
     ]

@@ -169,10 +169,10 @@ struct SysfsLayout {
     /// How many subdirectories the directory at `path` has (a directory's link count is 2 + this).
     func subdirectoryCount(at path: String) -> Int {
         let parts = path.isEmpty ? [] : pathComponents(path)
-        if parts.first == "devices", parts.count > 2 {
-            // A function's directory: its children are the functions behind it (the common case, done without a listing).
-            guard case .directory = node(at: path), let address = PCIAddress(kernelName: parts[parts.count - 1]) else { return 0 }
-            return dom0.machine.children(of: address).count
+        if parts.first == "devices", parts.count > 2, let (address, rest) = deviceDirectory(Array(parts.dropFirst())), rest.isEmpty {
+            // A function's directory: the functions behind it and its class directories (net,
+            // nvme): the common case, counted without a listing.
+            return dom0.machine.children(of: address).count + classDirectories(of: address).count
         }
         return listing(of: path)?.count { if case .directory = $0.1 { return true } else { return false } } ?? 0
     }
