@@ -7,9 +7,46 @@ struct PCIBackFSDaemon: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pcibackfsd",
         abstract: "An emulated Xen dom0 PCI sysfs (pciback, devices, frontends) over FUSE.",
+        usage: """
+            pcibackfsd MOUNTPOINT [options]      (serve: the default subcommand)
+            pcibackfsd run [options] -- COMMAND [ARGS...]
+            pcibackfsd capture [BDF...] [--sysfs DIR] [--lspci-dump FILE] [-o FILE]
+            pcibackfsd check FILE...
+            pcibackfsd templates
+            """,
+        discussion: """
+            Most used options of serve and run (every option: pcibackfsd help serve,
+            pcibackfsd help run):
+              --machine FILE      a JSON machine file instead of the built-in machine
+                                  (pcibackfsd check FILE validates it)
+              --lspci-dump FILE   add the functions of an lspci -vvv -xxxx dump
+              --no-builtin        start without the built-in machine
+              --profile P         the kernel whose pciback to imitate (default current)
+              --hide S            xen-pciback.hide, e.g. "(0000:03:00.0)"
+              --permissive, --passthrough, --state FILE, --trace-log FILE
+
+            Examples:
+              pcibackfsd /run/pcibackfs
+              pcibackfsd /run/pcibackfs --machine host.json
+              pcibackfsd run -- lspci -D -k
+            """,
         version: PCIBackFSVersion.string,
-        subcommands: [Serve.self, Run.self, Capture.self, RunInit.self],
+        subcommands: [Serve.self, Run.self, Capture.self, Check.self, Templates.self, RunInit.self],
         defaultSubcommand: Serve.self)
+}
+
+/// A runtime error (not a usage error): `pcibackfsd[ COMMAND]: MESSAGE` on standard error, one
+/// prefix per line, and exit status 1.
+func failure(_ command: String?, _ message: String) -> ExitCode {
+    let prefix = "pcibackfsd" + (command.map { " " + $0 } ?? "") + ": "
+    let lines = message.split(separator: "\n", omittingEmptySubsequences: false).map { prefix + $0 + "\n" }
+    FileHandle.standardError.write(Data(lines.joined().utf8))
+    return ExitCode(1)
+}
+
+/// Warnings on standard error, one a line, as they are.
+func printWarnings(_ warnings: [String]) {
+    for warning in warnings { FileHandle.standardError.write(Data((warning + "\n").utf8)) }
 }
 
 /// The options that describe the emulated machine and how it is served, shared by `serve`
@@ -77,32 +114,42 @@ struct MachineOptions: ParsableArguments {
         }
     }
 
-    /// The dom0 these options describe (the built-in machine, a machine file, dumps).
-    func makeDom0() throws -> Dom0 {
+    /// The dom0 these options describe (the built-in machine, a machine file, dumps). Errors
+    /// are reported as `pcibackfsd[ command]: ...` and end with exit status 1.
+    func makeDom0(command: String? = nil) throws -> Dom0 {
         var devices: [EmulatedDevice] = []
+        var warnings: [String] = []
+        // Warnings go out before an error, and only once.
+        func fail(_ message: String) -> ExitCode {
+            printWarnings(warnings)
+            warnings = []
+            return failure(command, message)
+        }
         if let machine {
-            do { devices = try MachineFile.load(path: machine) } catch { throw ValidationError(error.description) }
+            do { devices = try MachineFile.load(path: machine, warnings: &warnings) } catch { throw fail("--machine \(error)") }
         } else if !noBuiltin {
             let builtin = BuiltinMachine.make()
             devices = builtin.order.compactMap { builtin[$0] }
         }
         for path in lspciDump {
-            do {
-                devices += try DeviceImporter.importDump(path: path)
-            } catch {
-                throw ValidationError("\(path): \(error)")
+            var found: [String] = []
+            defer { warnings += found.map { path + ": " + $0 } }
+            do { devices += try DeviceImporter.importDump(path: path, warnings: &found) } catch {
+                throw fail("--lspci-dump \(error.message(about: path, naming: true))")
             }
         }
+        printWarnings(warnings)
         var seen = Set<PCIAddress>()
         for device in devices where !seen.insert(device.address).inserted {
-            throw ValidationError("two functions at \(device.address); use --no-builtin or a dump without clashes")
+            throw failure(command, "two functions at \(device.address) (from --machine, --lspci-dump or the built-in machine); "
+                          + "use --no-builtin or a dump without clashes")
         }
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
         do {
             return try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
         } catch {
-            throw ValidationError("xen-pciback failed to load: \(error) (hide=\"\(hide)\")")
+            throw failure(command, "--hide \"\(hide)\": xen-pciback failed to load: \(error)")
         }
     }
 
@@ -112,11 +159,11 @@ struct MachineOptions: ParsableArguments {
     }
 
     /// The tree over `makeDom0()`, with the trace log and the restored --state journal.
-    func makeTree() throws -> SysfsTree {
-        let dom0 = try makeDom0()
+    func makeTree(command: String? = nil) throws -> SysfsTree {
+        let dom0 = try makeDom0(command: command)
         var log: TraceLog?
         if let traceLog {
-            do { log = try TraceLog(path: traceLog) } catch { throw ValidationError("--trace-log \(traceLog): \(error)") }
+            do { log = try TraceLog(path: traceLog) } catch { throw failure(command, "--trace-log \(traceLog): \(error)") }
         }
         var journal: StateJournal?
         if let state {
@@ -251,8 +298,8 @@ struct Capture: ParsableCommand {
     @Argument(help: "Functions to capture (DDDD:BB:SS.F); all when none is given.")
     var functions: [String] = []
 
-    @Option(name: .long, help: "The devices directory to read.")
-    var sysfs: String = "/sys/bus/pci/devices"
+    @Option(name: .long, help: "The sysfs to read: /sys, /sys/bus/pci or /sys/bus/pci/devices, or the same under a mount point.")
+    var sysfs: String = "/sys"
 
     @Option(name: .long, help: "Read an `lspci -vvv -xxx`/`-xxxx` dump instead of sysfs.")
     var lspciDump: String?
@@ -260,34 +307,44 @@ struct Capture: ParsableCommand {
     @Option(name: [.short, .long], help: "Write to FILE instead of standard output.")
     var output: String?
 
+    func validate() throws {
+        for text in functions where PCIAddress(kernelName: text) == nil {
+            throw ValidationError("'\(text)' is not a function name like 0000:03:00.0 (DDDD:BB:SS.F, lower-case hex)")
+        }
+    }
+
     func run() throws {
         var captured: [CapturedFunction]
+        let source: String
         do {
             if let lspciDump {
-                let text = try String(contentsOfFile: lspciDump, encoding: .utf8)
-                captured = try LspciDump.parse(text)
+                source = lspciDump
+                do { captured = try LspciDump.parse(path: lspciDump) } catch {
+                    throw failure("capture", error.message(about: lspciDump, naming: true))
+                }
+                printWarnings(captured.compactMap(DeviceImporter.missingExtendedSpaceWarning).map { lspciDump + ": " + $0 })
             } else {
-                captured = try SysfsCapture.readAll(devicesDirectory: sysfs)
+                source = try SysfsCapture.devicesDirectory(for: sysfs)
+                captured = try SysfsCapture.readAll(devicesDirectory: source)
+                if captured.isEmpty { throw failure("capture", "\(source): no PCI functions there") }
             }
-        } catch {
-            throw ValidationError("capture failed: \(error)")
+        } catch let error as CaptureError {
+            throw failure("capture", error.message(about: sysfs, naming: true))
         }
         if !functions.isEmpty {
-            var wanted: [PCIAddress] = []
-            for text in functions {
-                guard let address = PCIAddress(kernelName: text) else { throw ValidationError("not a device name: \(text)") }
-                guard captured.contains(where: { $0.address == address }) else { throw ValidationError("no function \(text)") }
-                wanted.append(address)
+            let wanted = functions.compactMap { PCIAddress(kernelName: $0) }
+            for address in wanted where !captured.contains(where: { $0.address == address }) {
+                throw failure("capture", "no function \(address) in \(source)")
             }
             captured = captured.filter { wanted.contains($0.address) }
         }
-        let file = MachineFile(name: lspciDump ?? sysfs, devices: captured.map(MachineFile.entry(capturing:)))
+        let file = MachineFile(name: source, devices: captured.map(MachineFile.entry(capturing:)))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         var data = try encoder.encode(file)
         data.append(0x0a)
         if let output {
-            try data.write(to: URL(fileURLWithPath: output))
+            if let reason = OutputFile.write(data, to: output) { throw failure("capture", "cannot write \(output): \(reason)") }
         } else {
             FileHandle.standardOutput.write(data)
         }
@@ -320,9 +377,9 @@ struct Run: ParsableCommand {
 
     func run() throws {
         // Fail on a bad machine before any namespace exists (the init process builds it again).
-        _ = try options.makeDom0()
+        _ = try options.makeDom0(command: "run")
         let arguments = CommandLine.arguments
-        guard let verb = arguments.firstIndex(of: "run") else { throw ValidationError("run: cannot find the subcommand in the arguments") }
+        guard let verb = arguments.firstIndex(of: "run") else { throw failure("run", "cannot find the subcommand in the arguments") }
         do {
             try RunSupervisor.enterNamespaces()
             let status = try RunSupervisor.superviseInit(["pcibackfsd", RunInit.verb] + arguments[(verb + 1)...],
@@ -361,7 +418,7 @@ struct RunInit: ParsableCommand {
         RunSupervisor.bindLifetimeToSupervisor()
         do {
             let namespace = try NamespaceInit()
-            let tree = try options.makeTree()
+            let tree = try options.makeTree(command: "run")
             namespace.bringUpLoopback()
             var treeChanged: (@Sendable () -> Void)?
             if runOptions.netLinks {

@@ -45,4 +45,14 @@ public enum CaptureError: Error, Hashable, Sendable, CustomStringConvertible {
             return "\(path): \(errno)"
         }
     }
+
+    /// The error in a report about `file`: without the file's name (the caller prefixes it), or
+    /// with it exactly once when `naming`.
+    public func message(about file: String, naming: Bool = false) -> String {
+        switch self {
+        case .io(let path, let errno) where path == file: return naming ? description : errno.description
+        case .malformedFile(let path, let reason) where path == file: return naming ? description : reason
+        default: return naming && !description.hasPrefix(file + ":") ? "\(file): \(description)" : description
+        }
+    }
 }

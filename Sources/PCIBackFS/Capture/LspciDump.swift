@@ -23,6 +23,11 @@
 ///   unprivileged `lspci -x` shows, is refused with `CaptureError.truncatedConfig` instead of being
 ///   padded with 0xff.
 public enum LspciDump {
+    /// The functions of a dump file (errors: `CaptureError.io` for the file, the parser's for its lines).
+    public static func parse(path: String) throws(CaptureError) -> [CapturedFunction] {
+        try parse(String(decoding: try CaptureFiles.readWholeFile(path, limit: 64 << 20), as: UTF8.self))
+    }
+
     public static func parse(_ text: String) throws(CaptureError) -> [CapturedFunction] {
         var functions: [CapturedFunction] = []
         var current: LspciDeviceReader?

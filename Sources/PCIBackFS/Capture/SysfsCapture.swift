@@ -66,9 +66,38 @@ public enum SysfsCapture {
 
     /// Every function under a `devices` directory (default `/sys/bus/pci/devices`), by address.
     public static func readAll(devicesDirectory: String = "/sys/bus/pci/devices") throws(CaptureError) -> [CapturedFunction] {
-        guard let dir = opendir(devicesDirectory) else {
-            throw .io(path: devicesDirectory, errno: Errno(errno))
+        var functions: [CapturedFunction] = []
+        for name in try entries(of: devicesDirectory) {
+            functions.append(try read(deviceDirectory: devicesDirectory + "/" + name))
         }
+        return functions.sorted { $0.address < $1.address }
+    }
+
+    /// The `devices` directory a user means by `path`: a sysfs root (`/sys`, or a pcibackfs
+    /// mount point), its `bus/pci`, or `bus/pci/devices` itself, with or without a trailing
+    /// slash; also any directory holding only device directories (`DDDD:BB:SS.F`).
+    public static func devicesDirectory(for path: String) throws(CaptureError) -> String {
+        var base = path
+        while base.count > 1, base.hasSuffix("/") { base.removeLast() }
+        let join = base == "/" ? "" : base
+        var candidates = [join + "/bus/pci/devices"]
+        if base.hasSuffix("/pci") || base == "pci" { candidates.append(join + "/devices") }
+        candidates.append(base)
+        for candidate in candidates {
+            guard let names = try? entries(of: candidate) else { continue }
+            if names.allSatisfy({ address(fromDeviceName: $0) != nil }) { return candidate }
+        }
+        _ = try entries(of: base)  // the path's own error (missing, not a directory, ...) if it has one
+        throw .malformedFile(path: path, reason: "not a PCI sysfs directory; give /sys, /sys/bus/pci or /sys/bus/pci/devices "
+                             + "(or the same under a mount point)")
+    }
+
+    /// The names in a directory, without `.` entries.
+    private static func entries(of directory: String) throws(CaptureError) -> [String] {
+        guard let dir = opendir(directory) else {
+            throw .io(path: directory, errno: Errno(errno))
+        }
+        defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
@@ -76,11 +105,6 @@ public enum SysfsCapture {
             }
             if !name.hasPrefix(".") { names.append(name) }
         }
-        closedir(dir)
-        var functions: [CapturedFunction] = []
-        for name in names {
-            functions.append(try read(deviceDirectory: devicesDirectory + "/" + name))
-        }
-        return functions.sorted { $0.address < $1.address }
+        return names
     }
 }

@@ -1,6 +1,6 @@
 /// Faults a test bench can inject into one emulated function.
 public struct DeviceFaults: Sendable, Equatable, Codable {
-    public enum Mode: String, Sendable, Equatable, Codable {
+    public enum Mode: String, Sendable, Equatable, Codable, CaseIterable {
         case off
         /// Fires once, then clears itself.
         case once
@@ -17,8 +17,28 @@ public struct DeviceFaults: Sendable, Equatable, Codable {
 
     public init() {}
 
-    private enum CodingKeys: String, CodingKey {
+    /// The faults' names in a machine file (and in `pcibackfsd check`).
+    public enum CodingKeys: String, CodingKey, CaseIterable, Sendable {
         case resetFails, enableFails, lowPowerStatesRefused, msiEnableFails, msixEnableFails, configReadFails
+
+        public var keyPath: WritableKeyPath<DeviceFaults, Mode> {
+            switch self {
+            case .resetFails: \.resetFails
+            case .enableFails: \.enableFails
+            case .lowPowerStatesRefused: \.lowPowerStatesRefused
+            case .msiEnableFails: \.msiEnableFails
+            case .msixEnableFails: \.msixEnableFails
+            case .configReadFails: \.configReadFails
+            }
+        }
+    }
+
+    /// The faults that are not off, by machine-file name, e.g. `resetFails=once`.
+    public var armedDescriptions: [String] {
+        CodingKeys.allCases.compactMap { key in
+            let mode = self[keyPath: key.keyPath]
+            return mode == .off ? nil : "\(key.rawValue)=\(mode.rawValue)"
+        }
     }
 
     /// A machine file names only the faults it arms; the rest are off.

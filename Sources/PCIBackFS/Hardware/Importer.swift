@@ -86,13 +86,34 @@ public enum DeviceImporter {
     /// without any function is `CaptureError.malformedFile`; parse errors are the parser's
     /// (they carry the dump's line number, not the path).
     public static func importDump(path: String) throws(CaptureError) -> [EmulatedDevice] {
-        let bytes = try CaptureFiles.readWholeFile(path, limit: 64 << 20)
-        let devices = try importDump(text: String(decoding: bytes, as: UTF8.self))
+        var warnings: [String] = []
+        return try importDump(path: path, warnings: &warnings)
+    }
+
+    /// `importDump(path:)`, appending a warning for each PCI Express function the dump gives
+    /// with only 256 bytes (it is imported as a 256-byte function, without its extended
+    /// capabilities).
+    public static func importDump(path: String, warnings: inout [String]) throws(CaptureError) -> [EmulatedDevice] {
+        let captured = try LspciDump.parse(path: path)
+        warnings += captured.compactMap(missingExtendedSpaceWarning)
+        let devices = captured.map { device(from: $0) }
         if devices.isEmpty {
             throw .malformedFile(path: path, reason: "no PCI function found; expected the output of `lspci -xxx` or `lspci -xxxx` "
                                  + "(optionally with -vvv), a header line `BB:SS.F ...` followed by hex lines")
         }
         return devices
+    }
+
+    /// The warning for a PCI Express function captured with only 256 bytes (`lspci -xxx`, or a
+    /// `-xxxx` dump cut short), nil for any other function.
+    public static func missingExtendedSpaceWarning(_ function: CapturedFunction) -> String? {
+        guard function.config.count == 256,
+              CapabilityScanner.standardCapabilities(ConfigSpace(bytes: function.config))
+                .contains(where: { $0.0 == CapabilityID.pciExpress })
+        else { return nil }
+        return "warning: \(function.address) is a PCI Express function but only its first 256 config bytes are given: "
+            + "imported as a 256-byte function, its extended capabilities (AER, SR-IOV, ARI, ...) are missing; "
+            + "dump it with `lspci -xxxx` as root for all 4096 bytes"
     }
 
     /// Imports a live sysfs device directory (`/sys/bus/pci/devices/DDDD:BB:SS.F` or a copy of

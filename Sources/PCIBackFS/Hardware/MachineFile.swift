@@ -19,6 +19,11 @@ public struct MachineFile: Codable, Sendable, Equatable {
     public var name: String?
     public var devices: [Entry]
 
+    /// The keys of the file's top level.
+    public enum CodingKeys: String, CodingKey, CaseIterable, Sendable {
+        case name, devices
+    }
+
     public struct Entry: Codable, Sendable, Equatable {
         public var address: String?
         /// host-bridge, root-port, nic-82576, nvme, xhci, vga, rtl8139
@@ -40,6 +45,12 @@ public struct MachineFile: Codable, Sendable, Equatable {
         /// Faults armed from the start, e.g. { "resetFails": "sticky" }.
         public var faults: DeviceFaults?
 
+        /// The keys of a device entry.
+        public enum CodingKeys: String, CodingKey, CaseIterable, Sendable {
+            case address, template, secondaryBus, subordinateBus, irq, driver, lspciDump, config, writable, writeOneClear,
+                 resetImage, bars, iovBars, faults
+        }
+
         public init(address: String? = nil, template: String? = nil) {
             self.address = address
             self.template = template
@@ -51,6 +62,11 @@ public struct MachineFile: Codable, Sendable, Equatable {
         public var kind: BARDescriptor.Kind
         public var size: UInt64
         public var address: UInt64
+
+        /// The keys of a BAR.
+        public enum CodingKeys: String, CodingKey, CaseIterable, Sendable {
+            case index, kind, size, address
+        }
     }
 
     public init(name: String? = nil, devices: [Entry]) {
@@ -58,34 +74,100 @@ public struct MachineFile: Codable, Sendable, Equatable {
         self.devices = devices
     }
 
-    public enum LoadError: Error, CustomStringConvertible, Equatable {
-        case unreadable(String)
-        case invalid(entry: Int, reason: String)
+    /// What is wrong with a machine file: one or more problems, each with its place.
+    public struct LoadError: Error, CustomStringConvertible, Equatable {
+        /// The machine file's path (nil when the file was not read from disk).
+        public var file: String?
+        public var problems: [Problem]
 
-        public var description: String {
-            switch self {
-            case .unreadable(let reason): return reason
-            case .invalid(let entry, let reason): return "device entry \(entry): \(reason)"
+        public struct Problem: Sendable, Equatable, CustomStringConvertible {
+            /// The JSON path, e.g. `devices[1].faults.resetFail`; empty for the whole file.
+            public var path: String
+            public var line: Int?
+            public var column: Int?
+            public var message: String
+
+            public init(path: String = "", line: Int? = nil, column: Int? = nil, message: String) {
+                self.path = path
+                self.line = line
+                self.column = column
+                self.message = message
             }
+
+            public var description: String {
+                var text = ""
+                if let line, let column { text += "line \(line), column \(column): " }
+                if !path.isEmpty { text += path + ": " }
+                return text + message
+            }
+        }
+
+        public init(file: String? = nil, problems: [Problem]) {
+            self.file = file
+            self.problems = problems
+        }
+
+        init(path: String, _ message: String) { self.init(problems: [Problem(path: path, message: message)]) }
+
+        /// One line per problem, each prefixed with the file name.
+        public var description: String {
+            problems.map { (file.map { $0 + ": " } ?? "") + $0.description }.joined(separator: "\n")
         }
     }
 
     public static func load(path: String) throws(LoadError) -> [EmulatedDevice] {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw .unreadable("\(path): \(error.localizedDescription)")
+        var warnings: [String] = []
+        return try load(path: path, warnings: &warnings)
+    }
+
+    /// Reads, checks and builds a machine file. Warnings (a dump's PCI Express function without
+    /// its extended space) are appended to `warnings`, each prefixed with the file name.
+    public static func load(path: String, warnings: inout [String]) throws(LoadError) -> [EmulatedDevice] {
+        let bytes: [UInt8]
+        do { bytes = try CaptureFiles.readWholeFile(path, limit: 256 << 20) } catch {
+            throw LoadError(file: path, problems: [.init(message: error.message(about: path))])
         }
-        let file: MachineFile
-        do { file = try JSONDecoder().decode(MachineFile.self, from: data) } catch {
-            throw .unreadable("\(path): not a machine file: \(error)")
+        let (file, document) = try parse(bytes, name: path)
+        var found: [String] = []
+        defer { warnings += found.map { path + ": " + $0 } }
+        do {
+            return try file.devices(relativeTo: (path as NSString).deletingLastPathComponent, warnings: &found)
+        } catch {
+            var located = error
+            located.file = path
+            located.problems = error.problems.map { MachineFileSchema.locate($0, in: document, bytes: bytes) }
+            throw located
         }
-        return try file.devices(relativeTo: (path as NSString).deletingLastPathComponent)
+    }
+
+    /// A machine file from its JSON text, strictly: syntax errors with line and column, unknown
+    /// keys, fault names, modes and templates with their JSON path and what is allowed.
+    public static func parse(_ bytes: [UInt8], name: String? = nil) throws(LoadError) -> (MachineFile, JSONValue) {
+        let document: JSONValue
+        do { document = try StrictJSON.parse(bytes) } catch {
+            let (line, column) = lineAndColumn(of: error.offset, in: bytes)
+            throw LoadError(file: name, problems: [.init(line: line, column: column, message: error.message)])
+        }
+        let problems = MachineFileSchema.check(document, bytes: bytes)
+        guard problems.isEmpty else { throw LoadError(file: name, problems: problems) }
+        do {
+            return (try JSONDecoder().decode(MachineFile.self, from: Data(bytes)), document)
+        } catch let error as DecodingError {
+            throw LoadError(file: name, problems: [MachineFileSchema.problem(error)])
+        } catch {
+            throw LoadError(file: name, problems: [.init(message: "\(error)")])
+        }
+    }
+
+    public func devices(relativeTo directory: String = ".") throws(LoadError) -> [EmulatedDevice] {
+        var warnings: [String] = []
+        return try devices(relativeTo: directory, warnings: &warnings)
     }
 
     /// Builds the functions. Template functions with the same template and parameters are
     /// cloned from one instance, so their config arrays share storage until written.
-    public func devices(relativeTo directory: String = ".") throws(LoadError) -> [EmulatedDevice] {
-        let result = try buildDevices(relativeTo: directory)
+    public func devices(relativeTo directory: String, warnings: inout [String]) throws(LoadError) -> [EmulatedDevice] {
+        let result = try buildDevices(relativeTo: directory, warnings: &warnings)
         // Faults apply to the function at the entry's address.
         for entry in devices {
             guard let faults = entry.faults, let text = entry.address, let address = PCIAddress(kernelName: text),
@@ -95,36 +177,55 @@ public struct MachineFile: Codable, Sendable, Equatable {
         return result
     }
 
-    private func buildDevices(relativeTo directory: String) throws(LoadError) -> [EmulatedDevice] {
+    private func buildDevices(relativeTo directory: String, warnings: inout [String]) throws(LoadError) -> [EmulatedDevice] {
         var result: [EmulatedDevice] = []
+        var origins: [PCIAddress: Int] = [:]
         var prototypes: [String: EmulatedDevice] = [:]
-        for (index, entry) in devices.enumerated() {
-            if let dump = entry.lspciDump {
-                let path = dump.hasPrefix("/") ? dump : directory + "/" + dump
-                do { result += try DeviceImporter.importDump(path: path) } catch {
-                    throw .invalid(entry: index, reason: "\(dump): \(error)")
+        func add(_ new: [EmulatedDevice], _ index: Int) throws(LoadError) {
+            for device in new {
+                if let other = origins[device.address] {
+                    throw LoadError(path: "devices[\(index)]", "a second function at \(device.address) (devices[\(other)] has one)")
                 }
+                origins[device.address] = index
+                result.append(device)
+            }
+        }
+        for (index, entry) in devices.enumerated() {
+            let path = "devices[\(index)]"
+            if let dump = entry.lspciDump {
+                let dumpPath = dump.hasPrefix("/") ? dump : directory + "/" + dump
+                let imported: [EmulatedDevice]
+                do { imported = try DeviceImporter.importDump(path: dumpPath, warnings: &warnings) } catch {
+                    throw LoadError(path: path + ".lspciDump", error.message(about: dumpPath, naming: true))
+                }
+                try add(imported, index)
                 continue
             }
             guard let text = entry.address, let address = PCIAddress(kernelName: text) else {
-                throw .invalid(entry: index, reason: "needs an address like 0000:03:00.0")
+                throw LoadError(path: path, "needs an address like 0000:03:00.0")
             }
-            if let template = entry.template {
-                let key = "\(template)/\(entry.secondaryBus ?? -1)/\(entry.subordinateBus ?? -1)/\(address.function)"
+            if let name = entry.template {
+                guard let template = MachineTemplate(rawValue: name) else {
+                    throw LoadError(path: path + ".template", MachineFileSchema.unknownTemplate(name))
+                }
+                let key = "\(name)/\(entry.secondaryBus ?? -1)/\(entry.subordinateBus ?? -1)/\(address.function)"
                 if let prototype = prototypes[key] {
-                    result.append(prototype.clone(at: address, irq: entry.irq ?? prototype.irq, bootDriver: entry.driver ?? prototype.bootDriver))
+                    try add([prototype.clone(at: address, irq: entry.irq ?? prototype.irq, bootDriver: entry.driver ?? prototype.bootDriver)], index)
                     continue
                 }
-                guard let device = try Self.build(template: template, entry: entry, at: address, index: index) else {
-                    throw .invalid(entry: index, reason: "unknown template '\(template)'")
-                }
+                let device: EmulatedDevice
+                do {
+                    device = try template.build(at: address, irq: entry.irq, secondaryBus: entry.secondaryBus,
+                                                subordinateBus: entry.subordinateBus)
+                } catch { throw LoadError(path: path, error.reason) }
+                if let driver = entry.driver { device.bootDriver = driver }
                 prototypes[key] = device
-                result.append(device)
+                try add([device], index)
                 continue
             }
             guard let configText = entry.config, let bytes = Self.bytes(fromHex: configText),
                   bytes.count == 256 || bytes.count == 4096
-            else { throw .invalid(entry: index, reason: "needs a template, an lspciDump, or config hex of 256 or 4096 bytes") }
+            else { throw LoadError(path: path, "needs a template, an lspciDump, or config hex of 256 or 4096 bytes") }
             if entry.writable == nil {
                 // Captured bytes: the masks come from the standard semantics, as for a dump.
                 func captured(_ bar: BAR) -> CapturedBAR? {
@@ -144,7 +245,7 @@ public struct MachineFile: Codable, Sendable, Equatable {
                 let function = CapturedFunction(address: address, config: bytes, bars: (entry.bars ?? []).compactMap(captured),
                                                 iovBARs: (entry.iovBars ?? []).compactMap(captured), irq: entry.irq,
                                                 driver: entry.driver)
-                result.append(DeviceImporter.device(from: function))
+                try add([DeviceImporter.device(from: function)], index)
                 continue
             }
             var config = ConfigSpace(bytes: bytes)
@@ -157,44 +258,17 @@ public struct MachineFile: Codable, Sendable, Equatable {
                 }
             }
             var bars: [BARDescriptor?] = Array(repeating: nil, count: 7)
-            for bar in entry.bars ?? [] {
+            for (barIndex, bar) in (entry.bars ?? []).enumerated() {
                 guard bar.index >= 0, bar.index < 7, bar.size > 0, bar.size & (bar.size - 1) == 0 else {
-                    throw .invalid(entry: index, reason: "BAR \(bar.index): index 0...6 and a power-of-two size")
+                    throw LoadError(path: path + ".bars[\(barIndex)]", "BAR \(bar.index): index 0...6 and a power-of-two size")
                 }
                 bars[bar.index] = BARDescriptor(kind: bar.kind, size: bar.size, address: bar.address)
             }
             let reset = entry.resetImage.flatMap(Self.bytes(fromHex:)).flatMap { $0.count == bytes.count ? $0 : nil }
-            result.append(EmulatedDevice(address: address, config: config, resetImage: reset, bars: bars,
-                                         irq: entry.irq ?? 0, bootDriver: entry.driver))
+            try add([EmulatedDevice(address: address, config: config, resetImage: reset, bars: bars,
+                                    irq: entry.irq ?? 0, bootDriver: entry.driver)], index)
         }
         return result
-    }
-
-    private static func build(template: String, entry: Entry, at address: PCIAddress, index: Int) throws(LoadError) -> EmulatedDevice? {
-        var device: EmulatedDevice
-        switch template {
-        case "host-bridge": device = BuiltinMachine.hostBridge(at: address)
-        case "root-port":
-            guard let secondary = entry.secondaryBus, secondary > Int(address.bus), secondary <= 0xff else {
-                throw .invalid(entry: index, reason: "a root port needs secondaryBus above its own bus")
-            }
-            let subordinate = entry.subordinateBus ?? secondary
-            guard subordinate >= secondary, subordinate <= 0xff else {
-                throw .invalid(entry: index, reason: "subordinateBus must be secondaryBus...255")
-            }
-            device = BuiltinMachine.rootPort(at: address, secondaryBus: UInt8(secondary), subordinateBus: UInt8(subordinate),
-                                             memory: (0xe000_0000, 0xefff_ffff), io: nil, irq: entry.irq ?? 0)
-        case "nic-82576":
-            device = BuiltinMachine.nic82576(at: address, irq: entry.irq ?? 0, memoryBase: 0xf000_0000, ioBase: 0x1000,
-                                             msixBase: 0xf100_0000)
-        case "nvme": device = BuiltinMachine.nvme(at: address, irq: entry.irq)
-        case "xhci": device = BuiltinMachine.xhci(at: address, irq: entry.irq)
-        case "vga": device = BuiltinMachine.vga(at: address, irq: entry.irq)
-        case "rtl8139": device = BuiltinMachine.conventionalNIC(at: address, irq: entry.irq)
-        default: return nil
-        }
-        if let driver = entry.driver { device.bootDriver = driver }
-        return device
     }
 
     /// A machine file entry holding a captured function (config bytes, BARs, IRQ, driver).
