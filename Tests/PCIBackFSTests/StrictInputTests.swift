@@ -115,7 +115,7 @@ private let strictInputCases: [StrictInputCase] = [
                                      "extended capabilities (AER, SR-IOV, ARI, ...) are missing"]),
     StrictInputCase(name: "serve --lspci-dump: the same warning before anything else",
                     arguments: ["{dir}/no-such-mountpoint", "--no-builtin", "--lspci-dump", "{dir}/nic-256.txt"], status: 1,
-                    stderrContains: ["{dir}/nic-256.txt: warning: 0000:03:00.0 is a PCI Express function", "cannot mount on {dir}/no-such-mountpoint"]),
+                    stderrContains: ["{dir}/nic-256.txt: warning: 0000:03:00.0 is a PCI Express function", "pcibackfsd: cannot use {dir}/no-such-mountpoint as a mount point: No such file or directory"]),
     StrictInputCase(name: "check: the full dump gives no warning",
                     arguments: ["check", "{dir}/nic-4096.txt"], status: 0,
                     stdout: "0000:03:00.0 8086:10c9 class 020000 config 4096 driver igb faults -\n", stderr: ""),
