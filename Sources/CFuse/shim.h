@@ -15,13 +15,12 @@
  * Swift code calls only `cfuse_*` for these and plain libfuse functions for the rest.
  *
  * It also gives `pcibackfsd run` the Linux process calls that Swift cannot see: glibc declares
- * unshare(2) only under _GNU_SOURCE, and prctl(2) is variadic (`csys_*` below).
+ * unshare(2) only under _GNU_SOURCE, and prctl(2) is variadic (`csys_*` below). The shim must
+ * not define _GNU_SOURCE itself: the system headers it includes would then define types such
+ * as fd_set differently from Swift's Glibc module, and the two modules would not build together.
  *
  * Only Sources/PCIBackFS/FUSE/ (libfuse) and Sources/PCIBackFS/Runner/ (`csys_*`) import it.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
 #ifndef PCIBACKFS_CFUSE_SHIM_H
 #define PCIBACKFS_CFUSE_SHIM_H
 
@@ -32,9 +31,12 @@
 #include <errno.h>
 #include <stddef.h>
 #include <fuse3/fuse_lowlevel.h>
-#include <sched.h>
+#include <linux/sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+
+/* glibc's <sched.h> declares unshare(2) only under _GNU_SOURCE; this is its prototype. */
+extern int unshare(int flags);
 
 #if !defined(FUSE_MAJOR_VERSION) || !defined(FUSE_MINOR_VERSION)
 #error "CFuse: <fuse3/fuse_lowlevel.h> did not define FUSE_MAJOR_VERSION/FUSE_MINOR_VERSION"
