@@ -62,6 +62,43 @@ struct RunLifetimeTests {
         #expect(result.status == expected, "\(result)")
     }
 
+    /// A terminal sends ^C to its whole foreground group: COMMAND gets it from the terminal, so
+    /// `run` passes on only what kill(2) sends it, and an interactive COMMAND survives ^C.
+    @Test("a terminal's ^C reaches COMMAND once each, and does not end run")
+    func terminalInterrupt() {
+        let driver = """
+            import os, pty, sys, time
+            pid, fd = pty.fork()
+            if pid == 0:
+                os.execv(sys.argv[1], [sys.argv[1], "run", "--", "python3", "-c",
+                    "import signal, time\\n"
+                    "count = [0]\\n"
+                    "signal.signal(signal.SIGINT, lambda *a: count.__setitem__(0, count[0] + 1))\\n"
+                    "print('ready', flush=True)\\n"
+                    "while count[0] < 2: time.sleep(0.05)\\n"
+                    "time.sleep(0.5)\\n"
+                    "print('interrupts', count[0], flush=True)\\n"])
+            output = b""
+            while b"ready" not in output:
+                output += os.read(fd, 1024)
+            for _ in range(2):
+                os.write(fd, b"\\x03")
+                time.sleep(0.3)
+            while True:
+                try:
+                    chunk = os.read(fd, 1024)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            _, status = os.waitpid(pid, 0)
+            print(output.decode().replace("\\r", "").split("ready")[1].replace("^C", "").strip(), os.waitstatus_to_exitcode(status))
+            """
+        let result = Subprocess.run("python3", ["-c", driver, MountEnvironment.daemonPath], timeout: 60)
+        #expect(result.stdout == "interrupts 2 0\n", "\(result)")
+    }
+
     @Test("a missing COMMAND is a usage error") func missingCommand() {
         let result = Subprocess.run(MountEnvironment.daemonPath, ["run"], timeout: 30)
         #expect(result.status == 64)

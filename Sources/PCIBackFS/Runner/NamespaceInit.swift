@@ -142,7 +142,8 @@ public final class NamespaceInit: Sendable {
             }
             var info = siginfo_t()
             let signal = sigwaitinfo(&handled, &info)
-            if signal > 0 && signal != SIGCHLD { kill(command, signal) }
+            // `run` passes stop requests on with kill(2); a terminal's reached COMMAND itself.
+            if signal > 0 && signal != SIGCHLD && !RunSupervisor.sentByTerminal(info) { kill(command, signal) }
         }
     }
 }

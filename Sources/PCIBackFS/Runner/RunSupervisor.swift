@@ -113,6 +113,10 @@ public enum RunSupervisor {
                 continue
             case SIGHUP where hangupIgnored:
                 continue
+            case _ where sentByTerminal(info):
+                // The terminal sent it to its whole foreground group, COMMAND included: how to
+                // react is COMMAND's business (an interactive shell ignores ^C).
+                continue
             default:
                 // The first request is passed on (COMMAND decides how to end); a second one
                 // ends the namespace at once.
@@ -129,6 +133,11 @@ public enum RunSupervisor {
         var descriptor = pollfd(fd: lifelineDescriptor, events: Int16(POLLIN), revents: 0)
         if poll(&descriptor, 1, 0) == 1, descriptor.revents & Int16(POLLHUP | POLLIN) != 0 { _exit(1) }
         close(lifelineDescriptor)
+    }
+
+    /// Whether the kernel sent the signal (a terminal's ^C, ^\\, hang-up) rather than kill(2).
+    static func sentByTerminal(_ info: siginfo_t) -> Bool {
+        info.si_code == 0x80  // SI_KERNEL
     }
 
     private static func isIgnored(_ signal: Int32) -> Bool {
