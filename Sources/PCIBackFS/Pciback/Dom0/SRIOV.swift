@@ -158,7 +158,8 @@ extension Dom0 {
             throw .noSuchFileOrDirectory
         }
         guard driversWithSRIOVConfigure.contains(driver) else {
-            log.device(address, "driver does not support SR-IOV configuration via sysfs", driver: "pci")
+            // dev_printk names the bound driver, or the bus when there is none.
+            log.device(address, "driver does not support SR-IOV configuration via sysfs", driver: driver)
             throw .noSuchFileOrDirectory
         }
         if count == 0 {
@@ -166,7 +167,7 @@ extension Dom0 {
             return
         }
         if state.numVFs != 0 {
-            log.device(address, "\(state.numVFs) VFs already enabled. Disable before enabling \(count) VFs", driver: "pci")
+            log.device(address, "\(state.numVFs) VFs already enabled. Disable before enabling \(count) VFs", driver: driver)
             throw .resourceBusy
         }
         try configureSRIOV(address, driver: driver, count: count, state: &state)
