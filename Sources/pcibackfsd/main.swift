@@ -22,7 +22,7 @@ struct PCIBackFSDaemon: ParsableCommand {
               --lspci-dump FILE   add the functions of an lspci -vvv -xxxx dump
               --no-builtin        start without the built-in machine
               --profile P         the kernel whose pciback to imitate (default current)
-              --hide S            xen-pciback.hide, e.g. "(0000:03:00.0)"
+              --hide S            xen-pciback.hide, e.g. "(0000:03:00.0)" (--strict-hide: refuse a bad one)
               --permissive, --passthrough, --state FILE, --trace-log FILE
 
             Examples:
@@ -67,6 +67,9 @@ struct MachineOptions: ParsableArguments {
 
     @Option(name: .long, help: "xen-pciback.hide: the boot-time seize list, e.g. \"(0000:03:00.0)(0000:03:00.1)\".")
     var hide: String = ""
+
+    @Flag(name: .long, help: "Refuse to start when --hide does not parse or is out of range (by default the machine runs without pciback, as the kernel does).")
+    var strictHide = false
 
     @Flag(name: .long, help: "xen-pciback.permissive=1: global permissive mode.")
     var permissive = false
@@ -146,8 +149,18 @@ struct MachineOptions: ParsableArguments {
         }
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
+        // A --hide that xen-pciback's init rejects: its message as the kernel logs it, then either
+        // the refusal (--strict-hide) or the machine without pciback.
+        var loadFailure: PcibackLoadFailure?
+        if case .failure(let reason) = Dom0.hideSeizeList(hide) { loadFailure = reason }
+        if let message = loadFailure?.kernelMessage { printWarnings(["xen_pciback: " + message]) }
         do {
-            return try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
+            let dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough, strictHide: strictHide)
+            if let loadFailure {
+                printWarnings(["pcibackfsd: --hide \"\(hide)\": xen-pciback did not load (\(loadFailure.errno): \(loadFailure.reason)); "
+                               + "serving without pciback (--strict-hide refuses to start instead)"])
+            }
+            return dom0
         } catch {
             throw failure(command, "--hide \"\(hide)\": xen-pciback failed to load: \(error)")
         }

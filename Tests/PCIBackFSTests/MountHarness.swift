@@ -385,9 +385,10 @@ final class DaemonMount: @unchecked Sendable {
 
     static let readyMarker = "bus/pci/drivers/pciback"
 
-    /// Starts the daemon with `options` and waits (≤ `timeout` s) until the tree is served.
+    /// Starts the daemon with `options` and waits (≤ `timeout` s) until the tree is served
+    /// (`ready` appears: a machine without pciback has no readyMarker).
     /// A watchdog kills the daemon after `watchdog` seconds whatever the test is doing.
-    init(_ options: [String] = [], timeout: Double = 10, watchdog: Double = 55) throws {
+    init(_ options: [String] = [], ready: String = DaemonMount.readyMarker, timeout: Double = 10, watchdog: Double = 55) throws {
         let daemon = MountEnvironment.daemonPath
         guard access(daemon, X_OK) == 0 else {
             throw HarnessError("the daemon is not built: \(daemon) is missing; run `swift build` first")
@@ -403,7 +404,7 @@ final class DaemonMount: @unchecked Sendable {
                                    stderrPath: workDirectory + "/stderr")
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            if access(root + "/" + DaemonMount.readyMarker, F_OK) == 0 { break }
+            if access(root + "/" + ready, F_OK) == 0 { break }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 stopped = true
@@ -414,7 +415,7 @@ final class DaemonMount: @unchecked Sendable {
             if Date() >= deadline {
                 let log = daemonLog
                 stop()
-                throw HarnessError("pcibackfsd \(arguments.joined(separator: " ")) did not serve \(DaemonMount.readyMarker) "
+                throw HarnessError("pcibackfsd \(arguments.joined(separator: " ")) did not serve \(ready) "
                                    + "within \(timeout) s\n\(log)")
             }
             usleep(10_000)
@@ -551,8 +552,8 @@ final class DaemonMount: @unchecked Sendable {
 }
 
 /// Runs `body` with a daemon started with `options`, and always tears it down.
-func withDaemon<T>(_ options: [String] = [], _ body: (DaemonMount) throws -> T) throws -> T {
-    let mount = try DaemonMount(options)
+func withDaemon<T>(_ options: [String] = [], ready: String = DaemonMount.readyMarker, _ body: (DaemonMount) throws -> T) throws -> T {
+    let mount = try DaemonMount(options, ready: ready)
     defer { mount.stop() }
     let result = try body(mount)
     #expect(mount.isRunning, "pcibackfsd died during the test:\n\(mount.daemonLog)")

@@ -526,9 +526,10 @@ struct StateJournalTests {
         // open descriptors, which do not survive a restart.
         #expect(stateLabels == ["dom0", "inodes", "lastOperationResult", "layoutEpoch", "options", "resetAt", "start",
                                 "traceLogged", "vanishedPaths", "vanishings"])
-        // classDeviceOrder is a constant of the start options (Dom0.init), like the machine's identity.
+        // classDeviceOrder and pcibackLoadFailure are constants of the start options (Dom0.init), like
+        // the machine's identity.
         #expect(dom0Labels == ["bindings", "classDeviceOrder", "deviceData", "driverOverrides", "drivers", "frontends", "hideParameter", "log", "machine",
-                               "nextMSIIRQ", "owners", "passthroughBackend", "pcibackDevices", "policy", "quirkRegistrations",
+                               "nextMSIIRQ", "owners", "passthroughBackend", "pcibackDevices", "pcibackLoadFailure", "policy", "quirkRegistrations",
                                "removedDevices", "seizeList", "sriov", "topologyGeneration", "trace", "tunables"])
         #expect(deviceLabels == ["address", "bars", "bootDriver", "capabilities", "config", "enableCount", "faults", "identity",
                                  "irq", "isBusmaster", "kernelMSIEnabled", "kernelMSIXEnabled", "label", "msiIRQ",

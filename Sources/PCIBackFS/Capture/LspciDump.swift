@@ -11,7 +11,7 @@
 /// * An empty line ends the device; every other line is ignored, except that tab-indented
 ///   (exactly one tab) `-v`/`-vvv` text of the current device is mined for `Region N:`,
 ///   `Expansion ROM at`, `Interrupt: ... routed to IRQ N` (or `Flags: ..., IRQ N`) and
-///   `Kernel driver in use:`. Deeper-indented lines (capability details, e.g. SR-IOV VF BAR
+///   `Kernel driver in use:` (any text, spaces included; `Kernel modules:` is not used). Deeper-indented lines (capability details, e.g. SR-IOV VF BAR
 ///   `Region` lines) never count. BAR lines without `[size=...]` are skipped (size unknown);
 ///   `<unassigned>`/`<ignored>` addresses become base 0; plain `-v` BAR lines (no `Region N:`,
 ///   so no index) are not used; `[virtual]`, `[enhanced]` and `[disabled]` tags are accepted and
@@ -267,9 +267,10 @@ private struct LspciDeviceReader {
             bars[CapturedBAR.romIndex] = CapturedBAR(index: CapturedBAR.romIndex, base: base, size: size,
                                                      kind: .rom(enabled: romTextEnabled))
         } else if text.hasPrefix("Kernel driver in use:") {
+            // Any text: older kernels named drivers with spaces ("HDA Intel"). lspci prints the
+            // `driver` link's last component, which has no '/' (kobject names turn '/' into '!').
             let name = text.dropFirst("Kernel driver in use:".count).trimmingPrefix(" ")
-            guard !name.isEmpty, !name.contains(" ") else { throw fail("malformed 'Kernel driver in use' line") }
-            driver = String(name)
+            driver = name.isEmpty ? nil : name.replacingOccurrences(of: "/", with: "!")
         } else if text.hasPrefix("Interrupt:"), let routed = text.firstRange(of: " routed to IRQ ") {
             guard let value = CaptureText.parseDecimal(text[routed.upperBound...]), let irq = UInt32(exactly: value) else {
                 throw fail("malformed IRQ number in Interrupt line")

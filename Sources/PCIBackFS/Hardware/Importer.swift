@@ -58,8 +58,11 @@ import Darwin
 /// unbind (`EmulatedDevice.quiesceForDriverRemoval`) quiesces the function like a real remove:
 /// enable count 1 if I/O or memory decoding is on, bus master if Command.MASTER is set, MSI and
 /// MSI-X "enabled by the kernel" from their Enable bits. A captured `pciback` binding is not
-/// a host driver (Xen's pciback is emulated separately and seizes functions through `hide`),
-/// so such a function gets no boot driver and no kernel state.
+/// a host driver: it means the function was seized on the system it came from, so it replays
+/// seized. Its boot driver is `pciback`, which `Dom0.init` turns into a boot-time seize (its
+/// address appended to the seize list after `hide`'s entries, bound to pciback with the
+/// messages of a probe); it adopts no host driver's kernel state. When xen-pciback does not
+/// load (a `hide` its init rejects) such a function stays unbound.
 public enum DeviceImporter {
     /// An emulated device from a captured function. `defaultIRQ` is used when the capture has
     /// no IRQ; `driver` when it names no driver. The label is the capture's name.
@@ -68,11 +71,11 @@ public enum DeviceImporter {
         layout.openHeader()
         let bars = layout.openBARs(captured.bars)
         layout.openCapabilities(iovBARs: captured.iovBARs)
-        let hostDriver = (captured.driver ?? driver).flatMap { $0 == PCIDriver.pcibackName || $0.isEmpty ? nil : $0 }
+        let bootDriver = (captured.driver ?? driver).flatMap { $0.isEmpty ? nil : $0 }
         let device = EmulatedDevice(
             address: captured.address, config: layout.config, resetImage: layout.resetImage(), bars: bars,
-            irq: captured.irq ?? defaultIRQ, bootDriver: hostDriver, label: captured.name ?? "")
-        if hostDriver != nil { device.adoptCapturedKernelState() }
+            irq: captured.irq ?? defaultIRQ, bootDriver: bootDriver, label: captured.name ?? "")
+        if let bootDriver, bootDriver != PCIDriver.pcibackName { device.adoptCapturedKernelState() }
         return device
     }
 

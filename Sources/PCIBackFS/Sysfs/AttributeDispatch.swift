@@ -81,9 +81,11 @@ extension Dom0 {
         case .control(let control):
             switch control {
             case .attach:
+                try requireBackend()
                 let (domain, address) = try Dom0.parseControl(input)
                 _ = try attach(domain: domain, address: address)
             case .detach:
+                try requireBackend()
                 let (domain, address) = try Dom0.parseControl(input)
                 try detach(domain: domain, address: address)
             case .faults:
@@ -116,6 +118,11 @@ extension Dom0 {
         try kernelBool(PcibackGrammar.cString(input))
     }
 
+    /// The frontend files need xen-pciback's backend: when its init failed (`hide`), ENODEV.
+    func requireBackend() throws(Errno) {
+        if pcibackLoadFailure != nil { throw .noSuchDevice }
+    }
+
     /// `attach` / `detach` input: "DOMID DDDD:BB:SS.F" (decimal domain id, kernel device name).
     static func parseControl(_ input: [UInt8]) throws(Errno) -> (UInt32, PCIAddress) {
         let text = String(decoding: PcibackGrammar.cString(input), as: UTF8.self)
@@ -133,6 +140,7 @@ extension Dom0 {
     /// or `op NUMBER BDF` for any raw command. BDF is the frontend's (`[DDDD:]BB:SS.F`); numbers
     /// are C-style (0x for hex). The result line: `err E value 0xVVVVVVVV[ vectors E:P,...]`.
     mutating func performOperationLine(_ input: [UInt8], frontend domain: UInt32) throws(Errno) -> String {
+        try requireBackend()
         guard frontends[domain] != nil else { throw .noSuchDevice }
         let text = String(decoding: PcibackGrammar.cString(input), as: UTF8.self)
         var words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init)

@@ -23,7 +23,8 @@ extension SysfsLayout {
     }
 
     private func moduleEntries(_ entry: (module: KernelModule, drivers: [String])) -> [String] {
-        var names = ["drivers", "uevent"]
+        // module_add_driver makes `drivers/` with the first driver that registers.
+        var names = entry.drivers.isEmpty ? ["uevent"] : ["drivers", "uevent"]
         if entry.module.name == "xen_pciback" { names.append("parameters") }
         if entry.module.build == .module {
             names += ["coresize", "holders", "initsize", "initstate", "refcnt", "sections", "taint"]

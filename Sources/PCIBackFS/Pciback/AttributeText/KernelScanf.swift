@@ -221,6 +221,13 @@ public enum PcibackGrammar {
     /// The `hide` module parameter: parenthesised BDFs, whitespace around groups, nothing else.
     /// Returns the slots in order, or the error (with the rest of the string for the message).
     public static func hide(_ text: String) -> Result<[SlotPattern], HideError> {
+        let (groups, error) = hideGroups(text)
+        return error.map { .failure($0) } ?? .success(groups)
+    }
+
+    /// `hide` group by group, as `pcistub_init` reads it: the groups before the first one that
+    /// does not parse, and that one's error (nil when the whole string parses).
+    public static func hideGroups(_ text: String) -> (groups: [SlotPattern], error: HideError?) {
         let input = cString(Array(text.utf8))  // a C string: it ends at the first NUL
         var position = 0
         var slots: [SlotPattern] = []
@@ -256,12 +263,12 @@ public enum PcibackGrammar {
                 }
             }
             guard parsed > 0 else {
-                return .failure(HideError(rest: String(decoding: rest, as: UTF8.self), errno: .invalidArgument))
+                return (slots, HideError(rest: String(decoding: rest, as: UTF8.self), errno: .invalidArgument))
             }
             slots.append(pattern)
             position += parsed
         }
-        return .success(slots)
+        return (slots, nil)
     }
 
     public struct HideError: Error, Equatable, Sendable {

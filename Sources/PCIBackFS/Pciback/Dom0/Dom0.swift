@@ -14,6 +14,9 @@ public struct Dom0 {
     /// `xen_pciback.passthrough`: 0 = vpci backend (default), 1 = passthrough.
     public var passthroughBackend = false
     public private(set) var hideParameter = ""
+    /// Why xen-pciback did not register (its init failed on `hide`), nil when it runs. Then there
+    /// is no `pciback` driver and no backend; a constant of the start options.
+    public let pcibackLoadFailure: PcibackLoadFailure?
     public internal(set) var drivers: [PCIDriver] = []
     public internal(set) var bindings: [PCIAddress: String] = [:]
     /// `driver_override`, as the bytes written (the kernel keeps them verbatim).
@@ -45,14 +48,29 @@ public struct Dom0 {
     public let classDeviceOrder: ClassDeviceOrder
     var nextMSIIRQ: UInt32 = 120
 
-    public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false) throws(Errno) {
+    /// The machine after boot. `hide` is xen-pciback's parameter: when it does not parse or
+    /// names an address out of range, pciback does not register and everything else boots
+    /// (`pcibackLoadFailure`); with `strictHide` that failure is thrown instead.
+    public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false,
+                strictHide: Bool = false) throws(Errno) {
         self.machine = machine
         self.policy = policy
         self.passthroughBackend = passthrough
         classDeviceOrder = ClassDeviceOrder(machine: machine)
+        hideParameter = hide
+        let hidden = Dom0.hideSeizeList(hide)
+        switch hidden {
+        case .success(let list):
+            pcibackLoadFailure = nil
+            seizeList = list
+        case .failure(let failure):
+            if strictHide { throw failure.errno }
+            pcibackLoadFailure = failure
+            if let message = failure.kernelMessage { log.module(message) }
+        }
         // Host drivers register at boot, in the order their devices enumerate; pciback loads later.
         for address in machine.order {
-            guard let device = machine[address], let name = device.bootDriver else { continue }
+            guard let device = machine[address], let name = device.bootDriver, name != PCIDriver.pcibackName else { continue }
             let id = PCIDriver.DeviceID(vendor: UInt32(device.identity.vendor), device: UInt32(device.identity.device))
             if let index = drivers.firstIndex(where: { $0.name == name }) {
                 if !drivers[index].ids.contains(id) { drivers[index].ids.append(id) }
@@ -60,32 +78,43 @@ public struct Dom0 {
                 drivers.append(PCIDriver(name: name, ids: [id]))
             }
         }
-        drivers.append(PCIDriver(name: PCIDriver.pcibackName, ids: [PCIDriver.DeviceID(vendor: 0xffff_ffff, device: 0xffff_ffff)]))
+        let registered = pcibackLoadFailure == nil
+        if registered {
+            drivers.append(PCIDriver(name: PCIDriver.pcibackName, ids: [PCIDriver.DeviceID(vendor: 0xffff_ffff, device: 0xffff_ffff)]))
+            // A captured function bound to pciback was seized on the system it came from: its
+            // exact address joins the seize list after `hide`'s entries, as new_slot would add it.
+            for address in machine.order where machine[address]?.bootDriver == PCIDriver.pcibackName {
+                try? addSlot(SlotPattern(address))
+            }
+        }
         initializeSRIOV()
-        // Boot: seize list from `hide` first (pciback is built in, so it claims hidden devices
-        // before their host drivers), then every other function binds to its driver.
-        try loadHideParameter(hide)
+        // Boot: pciback (built in, or loaded early) claims the listed devices before their host
+        // drivers, with the messages of a later bind; every other function binds to its driver.
         for address in machine.order {
             guard let device = machine[address] else { continue }
-            if matchesSeizeList(address) && device.identity.layout != .cardbus {
-                // An imported function may carry a driver's state; pciback starts from a quiet one.
-                if device.isEnabled { device.quiesceForDriverRemoval() }
-                try? seizeAtBoot(address)
-            } else if let name = device.bootDriver {
-                bindHostDriver(name, address)
-            }
+            if registered && seizeAtBoot(address) { continue }
+            if let name = device.bootDriver, name != PCIDriver.pcibackName { bindHostDriver(name, address) }
         }
     }
 
-    private mutating func loadHideParameter(_ hide: String) throws(Errno) {
-        hideParameter = hide
-        switch PcibackGrammar.hide(hide) {
-        case .failure(let error):
-            log.module(error.message)
-            throw error.errno
-        case .success(let slots):
-            for slot in slots { try addSlot(slot) }
+    /// xen-pciback's init reading `hide` (spec §2, `pcistub_init`): the seize list its groups
+    /// give, or the failure that keeps the driver from registering. Groups are parsed and added
+    /// one at a time. One that does not parse stops init there, and the message quotes the
+    /// string from that group on (after the whitespace the group before it consumed); one out
+    /// of range (`pcistub_device_id_add`, spec §1.4) stops init with -EINVAL and no message.
+    public static func hideSeizeList(_ hide: String) -> Result<[SlotPattern], PcibackLoadFailure> {
+        let (groups, parseError) = PcibackGrammar.hideGroups(hide)
+        var list: [SlotPattern] = []
+        for group in groups {
+            do { try addSlot(group, to: &list) } catch {
+                return .failure(PcibackLoadFailure(errno: error, kernelMessage: nil, reason: "group \(group.hideText) is out of range"))
+            }
         }
+        if let parseError {
+            return .failure(PcibackLoadFailure(errno: parseError.errno, kernelMessage: parseError.message,
+                                               reason: "it does not parse at \"\(parseError.rest)\""))
+        }
+        return .success(list)
     }
 
     // MARK: - Lookups
@@ -115,5 +144,23 @@ extension Dom0 {
         var copy = self
         (copy.machine, copy.removedDevices) = machine.copied(removed: removedDevices)
         return copy
+    }
+}
+
+/// Why xen-pciback's init failed, so that the driver never registered.
+public struct PcibackLoadFailure: Error, Sendable, Equatable {
+    public var errno: Errno
+    /// What the kernel logs (after the `xen_pciback: ` prefix), if it logs anything.
+    public var kernelMessage: String?
+    /// The cause in words, for the daemon's standard error.
+    public var reason: String
+}
+
+extension SlotPattern {
+    /// The group as `hide` writes it, wildcards as `*`: `(0000:100:*.*)`.
+    var hideText: String {
+        func wildcard(_ value: Int32, _ text: String) -> String { value < 0 ? "*" : text }
+        return "(" + hex(UInt32(bitPattern: domain), width: 4) + ":" + hex(UInt32(bitPattern: bus), width: 2) + ":"
+            + wildcard(slot, hex(UInt32(bitPattern: slot), width: 2)) + "." + wildcard(function, String(function, radix: 16)) + ")"
     }
 }

@@ -66,6 +66,10 @@ extension Dom0 {
             guard module.hasDirectory else { continue }
             result[module.name, default: (module, [])].drivers.append(driver.name)
         }
+        // xen-pciback whose init failed: a loadable module is unloaded again (modprobe fails); a
+        // built-in one keeps the directory its parameters gave it, without a driver.
+        let pciback = module(of: PCIDriver.pcibackName, pcibackBuild: pcibackBuild)
+        if pcibackLoadFailure != nil, pciback.build == .builtin { result[pciback.name] = (pciback, []) }
         return result.keys.sorted().map { result[$0]! }
     }
 }

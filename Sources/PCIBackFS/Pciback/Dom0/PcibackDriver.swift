@@ -17,22 +17,27 @@ extension Dom0 {
     /// `pcistub_device_id_add`: wildcards expand; each entry is range-checked and appended
     /// unless an identical one is listed.
     mutating func addSlot(_ slot: SlotPattern) throws(Errno) {
+        try Dom0.addSlot(slot, to: &seizeList)
+    }
+
+    /// `pcistub_device_id_add` on a given list (new_slot's, or `hide`'s at init).
+    static func addSlot(_ slot: SlotPattern, to list: inout [SlotPattern]) throws(Errno) {
         if slot.slot < 0 {
             for number in Int32(0)..<32 {
-                try addSlot(SlotPattern(domain: slot.domain, bus: slot.bus, slot: number, function: slot.function))
+                try addSlot(SlotPattern(domain: slot.domain, bus: slot.bus, slot: number, function: slot.function), to: &list)
             }
             return
         }
         if slot.function < 0 {
             for number in Int32(0)..<8 {
-                try addSlot(SlotPattern(domain: slot.domain, bus: slot.bus, slot: slot.slot, function: number))
+                try addSlot(SlotPattern(domain: slot.domain, bus: slot.bus, slot: slot.slot, function: number), to: &list)
             }
             return
         }
         guard slot.domain >= 0, slot.domain <= 0xffff, slot.bus >= 0, slot.bus <= 0xff,
               slot.slot <= 0x1f, slot.function <= 7
         else { throw .invalidArgument }
-        if !seizeList.contains(slot) { seizeList.append(slot) }
+        if !list.contains(slot) { list.append(slot) }
     }
 
     public mutating func newSlot(input: [UInt8]) throws(Errno) {
@@ -152,10 +157,7 @@ extension Dom0 {
         guard let device = machine[address] else { throw .noSuchDevice }
         let bySlot = matchesSeizeList(address)
         guard bySlot || driverOverrides[address] == Array(PCIDriver.pcibackName.utf8) else { throw .noSuchDevice }
-        guard device.identity.layout == .normal || device.identity.layout == .bridge else {
-            log.device(address, "can't export pci devices that don't have a normal (0) or bridge (1) header type!")
-            throw .noSuchDevice
-        }
+        try checkHeaderType(device)
         if !bySlot { try? addSlot(SlotPattern(address)) }
         log.device(address, "seizing device")
         try initializeDevice(address)
@@ -164,11 +166,34 @@ extension Dom0 {
         topologyGeneration += 1
     }
 
-    /// Boot-time seize: the same initialisation, appended to the device list.
-    mutating func seizeAtBoot(_ address: PCIAddress) throws(Errno) {
-        try initializeDevice(address)
+    /// `pcistub_probe`'s header check: pciback exports only header types 0 and 1.
+    private mutating func checkHeaderType(_ device: EmulatedDevice) throws(Errno) {
+        guard device.identity.layout == .normal || device.identity.layout == .bridge else {
+            log.device(device.address, "can't export pci devices that don't have a normal (0) or bridge (1) header type!")
+            throw .noSuchDevice
+        }
+    }
+
+    /// `pcistub_probe` while pciback registers at boot: the same checks and messages as a later
+    /// bind ("seizing device", the header-type refusal, initialisation errors), the device
+    /// appended to the device list (spec §3.4). Returns false when pciback leaves the function to
+    /// its own driver (not in the seize list, or a header type pciback refuses).
+    mutating func seizeAtBoot(_ address: PCIAddress) -> Bool {
+        guard let device = machine[address], matchesSeizeList(address) else { return false }
+        do { try checkHeaderType(device) } catch { return false }
+        log.device(address, "seizing device")
+        // An imported function may carry a driver's state; pciback starts from a quiet one.
+        if device.isEnabled { device.quiesceForDriverRemoval() }
+        do {
+            try initializeDevice(address)
+        } catch {
+            // pcistub_init_devices_late: the device is dropped from pciback's list, unbound.
+            log.device(address, "error \(-error.rawValue) initializing device")
+            return true
+        }
         pcibackDevices.append(address)
         bindings[address] = PCIDriver.pcibackName
+        return true
     }
 
     /// `pcistub_init_device` (spec §3.2).
