@@ -77,6 +77,9 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .long, help: "How xen-pciback is built: module (loadable, as Debian ships it) or builtin; shapes module/xen_pciback.")
     var pcibackBuild: String = ModuleBuild.module.rawValue
 
+    @Option(name: .long, help: "The dom0 the kernel runs as: pv (default) or pvh. Only a PVH dom0 has Xen's device-reset hypercall, whose failure fails pciback's bind.")
+    var dom0: String = Dom0Kind.pv.rawValue
+
     @Flag(name: .long, help: "Attribute modes of kernels before 4.14 (0400/0600 instead of 0444/0644).")
     var legacyModes = false
 
@@ -107,6 +110,9 @@ struct MachineOptions: ParsableArguments {
         }
         guard ModuleBuild(rawValue: pcibackBuild) != nil else {
             throw ValidationError("unknown --pciback-build '\(pcibackBuild)'; one of \(ModuleBuild.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard Dom0Kind(rawValue: dom0) != nil else {
+            throw ValidationError("unknown --dom0 '\(dom0)'; one of \(Dom0Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard maxThreads >= 1 && maxThreads <= 256 else { throw ValidationError("--max-threads must be 1...256") }
         if noBuiltin && lspciDump.isEmpty && machine == nil {
@@ -147,7 +153,7 @@ struct MachineOptions: ParsableArguments {
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
         do {
-            return try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough)
+            return try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough, dom0Kind: Dom0Kind(rawValue: dom0)!)
         } catch {
             throw failure(command, "--hide \"\(hide)\": xen-pciback failed to load: \(error)")
         }
@@ -170,7 +176,8 @@ struct MachineOptions: ParsableArguments {
             do {
                 journal = try StateJournal(path: state, options: StateOptions(
                     profile: profile, machine: self.machine, lspciDumps: lspciDump, noBuiltin: noBuiltin, hide: hide,
-                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes, pcibackBuild: pcibackBuild),
+                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes, pcibackBuild: pcibackBuild,
+                    dom0: self.dom0),
                     fsync: fsync)
             } catch {
                 FileHandle.standardError.write(Data("pcibackfsd: --state \(state): \(error)\n".utf8))

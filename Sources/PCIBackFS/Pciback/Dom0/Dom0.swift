@@ -13,6 +13,13 @@ public struct Dom0 {
     public var policy: FilterPolicy
     /// `xen_pciback.passthrough`: 0 = vpci backend (default), 1 = passthrough.
     public var passthroughBackend = false
+    /// A PV dom0 (the common case) or a PVH one: only PVH has Xen's device-reset hypercall.
+    /// A constant of the start options (`--dom0`), so --state snapshots need no copy.
+    public let dom0Kind: Dom0Kind
+    /// Whether the OS owns AER (`pcie_aer_is_native`: firmware granted it through _OSC, as
+    /// on most machines); `pci_restore_state` clears AER status only then. A constant of the
+    /// platform (tests change it to model firmware-first AER).
+    public internal(set) var aerOwnedByOS = true
     public private(set) var hideParameter = ""
     public internal(set) var drivers: [PCIDriver] = []
     public internal(set) var bindings: [PCIAddress: String] = [:]
@@ -45,10 +52,12 @@ public struct Dom0 {
     public let classDeviceOrder: ClassDeviceOrder
     var nextMSIIRQ: UInt32 = 120
 
-    public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false) throws(Errno) {
+    public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false,
+                dom0Kind: Dom0Kind = .pv) throws(Errno) {
         self.machine = machine
         self.policy = policy
         self.passthroughBackend = passthrough
+        self.dom0Kind = dom0Kind
         classDeviceOrder = ClassDeviceOrder(machine: machine)
         // Host drivers register at boot, in the order their devices enumerate; pciback loads later.
         for address in machine.order {
