@@ -80,6 +80,9 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .long, help: "How xen-pciback is built: module (loadable, as Debian ships it) or builtin; shapes module/xen_pciback.")
     var pcibackBuild: String = ModuleBuild.module.rawValue
 
+    @Option(name: .long, help: "The dom0 the kernel runs as: pv (default) or pvh. Only a PVH dom0 has Xen's device-reset hypercall, whose failure fails pciback's bind.")
+    var dom0: String = Dom0Kind.pv.rawValue
+
     @Flag(name: .long, help: "Attribute modes of kernels before 4.14 (0400/0600 instead of 0444/0644).")
     var legacyModes = false
 
@@ -110,6 +113,9 @@ struct MachineOptions: ParsableArguments {
         }
         guard ModuleBuild(rawValue: pcibackBuild) != nil else {
             throw ValidationError("unknown --pciback-build '\(pcibackBuild)'; one of \(ModuleBuild.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard Dom0Kind(rawValue: dom0) != nil else {
+            throw ValidationError("unknown --dom0 '\(dom0)'; one of \(Dom0Kind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard maxThreads >= 1 && maxThreads <= 256 else { throw ValidationError("--max-threads must be 1...256") }
         if noBuiltin && lspciDump.isEmpty && machine == nil {
@@ -155,7 +161,8 @@ struct MachineOptions: ParsableArguments {
         if case .failure(let reason) = Dom0.hideSeizeList(hide) { loadFailure = reason }
         if let message = loadFailure?.kernelMessage { printWarnings(["xen_pciback: " + message]) }
         do {
-            let dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough, strictHide: strictHide)
+            let dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough, strictHide: strictHide,
+                                dom0Kind: Dom0Kind(rawValue: dom0)!)
             if let loadFailure {
                 printWarnings(["pcibackfsd: --hide \"\(hide)\": xen-pciback did not load (\(loadFailure.errno): \(loadFailure.reason)); "
                                + "serving without pciback (--strict-hide refuses to start instead)"])
@@ -183,7 +190,8 @@ struct MachineOptions: ParsableArguments {
             do {
                 journal = try StateJournal(path: state, options: StateOptions(
                     profile: profile, machine: self.machine, lspciDumps: lspciDump, noBuiltin: noBuiltin, hide: hide,
-                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes, pcibackBuild: pcibackBuild),
+                    permissive: permissive, passthrough: passthrough, legacyModes: legacyModes, pcibackBuild: pcibackBuild,
+                    dom0: self.dom0),
                     fsync: fsync)
             } catch {
                 FileHandle.standardError.write(Data("pcibackfsd: --state \(state): \(error)\n".utf8))

@@ -421,18 +421,25 @@ struct ImporterTests {
 
         #expect(device.command == 0)
         #expect((device.msixFlags ?? 0) & MSIXRegister.enable == 0)
-        #expect(ImportFixtures.read(device, pcie + PCIeRegister.deviceControl, 2) == 0x2810, "reset value, Initiate FLR reads 0")
+        // The reset value, but Max_Payload_Size, which an FLR keeps (PCIe Base 6.6.2).
+        let expectedControl = 0x2810 | (control & UInt32(PCIeRegister.devCtlMaxPayload))
+        #expect(ImportFixtures.read(device, pcie + PCIeRegister.deviceControl, 2) == expectedControl, "Initiate FLR reads 0")
         #expect(ImportFixtures.read(device, pcie + PCIeRegister.deviceStatus, 2) & 0x000f == 0)
         for (index, bar) in device.bars.enumerated() where index < 6 {
             guard let bar else { continue }
             let typeBits = UInt32(before[PCIRegister.bar(index)] & (bar.kind.isIO ? 0x3 : 0xf))
             #expect(ImportFixtures.read(device, PCIRegister.bar(index), 4) == typeBits, "BAR\(index) back to its type bits")
         }
+        // Sticky bits and FLR's exceptions (EmulatedDevice.preservedRegisters) keep their values.
+        var kept = [UInt8](repeating: 0, count: before.count)
+        for register in device.preservedRegisters(.functionLevel) {
+            for index in 0..<register.width { kept[register.offset + index] |= UInt8(truncatingIfNeeded: register.mask >> (8 * UInt32(index))) }
+        }
         let after = device.config.bytes
         for position in 0..<after.count {
-            let changeable = space.writable[position] | space.writeOneClear[position]
+            let changeable = (space.writable[position] | space.writeOneClear[position]) & ~kept[position]
             #expect(after[position] & ~changeable == before[position] & ~changeable,
-                    "read-only bits at 0x\(String(position, radix: 16)) kept")
+                    "read-only and preserved bits at 0x\(String(position, radix: 16)) kept")
             #expect(after[position] & changeable == device.resetImage[position] & changeable,
                     "changeable bits at 0x\(String(position, radix: 16)) at their reset value")
         }

@@ -12,7 +12,9 @@ import Testing
 // Every ```sh block is `bash -n` clean, and runs on such a mount (it must exit 0) unless an
 // HTML comment right before it says `<!-- not run: REASON -->`. A comment
 // `<!-- files: PATH... (what they are) -->` before a block copies those files of the package
-// into the directory the block runs in (otherwise an empty temporary one).
+// into the directory the block runs in (otherwise an empty temporary one), and
+// `<!-- daemon: OPTIONS -->` starts that block's daemon with OPTIONS (what the text around the
+// block says it was started with).
 
 // MARK: - The README's blocks
 
@@ -28,6 +30,8 @@ struct ReadmeBlock: Sendable, CustomTestStringConvertible {
     var notRun: String?
     /// Package files copied into the block's working directory (`<!-- files: ... -->`).
     var files: [String]
+    /// Options of the block's daemon (`<!-- daemon: ... -->`).
+    var daemonOptions: [String] = []
 
     var text: String { lines.map { $0 + "\n" }.joined() }
 
@@ -53,7 +57,9 @@ enum ReadmeDocument {
                     if let kind = ReadmeBlock.Kind(rawValue: current.language) {
                         blocks.append(ReadmeBlock(kind: kind, section: section, line: current.line, lines: current.body,
                                                   notRun: directive("not run:", in: lastComment),
-                                                  files: fileList(directive("files:", in: lastComment))))
+                                                  files: fileList(directive("files:", in: lastComment)),
+                                                  daemonOptions: (directive("daemon:", in: lastComment) ?? "")
+                                                      .split(separator: " ").map(String.init)))
                     }
                     open = nil
                     lastComment = nil
@@ -238,7 +244,7 @@ enum ReadmeRunner {
     /// Runs a console block on a fresh daemon: the expected and the actual session.
     static func check(_ block: ReadmeBlock) throws -> (expected: ConsoleSession, actual: ConsoleSession) {
         let expected = try ConsoleSession(block)
-        let actual = try withDaemon { try run(expected, block: block, on: $0) }
+        let actual = try withDaemon(block.daemonOptions) { try run(expected, block: block, on: $0) }
         return (expected, actual)
     }
 
@@ -246,7 +252,7 @@ enum ReadmeRunner {
     static func runScript(_ block: ReadmeBlock) throws -> ProcessResult {
         let directory = try workingDirectory(for: block)
         defer { Temporary.remove(directory) }
-        return try withDaemon { mount in
+        return try withDaemon(block.daemonOptions) { mount in
             Subprocess.run("bash", ["-e", "-c", prologue(root: mount.root, directory: directory) + block.text, "bash"], timeout: 60)
         }
     }

@@ -275,7 +275,7 @@ struct StateJournalTests {
         #expect(client.write("fs/pcibackfs/faults", "0000:02:00.0 reset once") == nil)
         #expect(client.write("bus/pci/devices/0000:02:00.0/driver/unbind", "0000:02:00.0") == nil)
         #expect(client.write("bus/pci/devices/0000:02:00.0/driver_override", "pciback") == nil)
-        #expect(client.write("bus/pci/drivers_probe", "0000:02:00.0") == nil)  // the reset fails: not bound
+        #expect(client.write("bus/pci/drivers_probe", "0000:02:00.0") == nil)  // the reset fails, ignored in a PV dom0
         #expect(client.write("fs/pcibackfs/faults", "0000:00:05.0 config-read once") == nil)
         _ = try? client.read("bus/pci/devices/0000:00:05.0/config", offset: 0, size: 4)  // consumes it
         // SR-IOV on the second port of the 82576.
@@ -526,9 +526,10 @@ struct StateJournalTests {
         // open descriptors, which do not survive a restart.
         #expect(stateLabels == ["dom0", "inodes", "lastOperationResult", "layoutEpoch", "options", "resetAt", "start",
                                 "traceLogged", "vanishedPaths", "vanishings"])
-        // classDeviceOrder and pcibackLoadFailure are constants of the start options (Dom0.init), like
-        // the machine's identity.
-        #expect(dom0Labels == ["bindings", "classDeviceOrder", "deviceData", "driverOverrides", "drivers", "frontends", "hideParameter", "log", "machine",
+        // classDeviceOrder, pcibackLoadFailure and dom0Kind are constants of the start options
+        // (Dom0.init), like the machine's identity; aerOwnedByOS is one of the platform.
+        #expect(dom0Labels == ["aerOwnedByOS", "bindings", "classDeviceOrder", "deviceData", "dom0Kind", "driverOverrides", "drivers",
+                               "frontends", "hideParameter", "log", "machine",
                                "nextMSIIRQ", "owners", "passthroughBackend", "pcibackDevices", "pcibackLoadFailure", "policy", "quirkRegistrations",
                                "removedDevices", "seizeList", "sriov", "topologyGeneration", "trace", "tunables"])
         #expect(deviceLabels == ["address", "bars", "bootDriver", "capabilities", "config", "enableCount", "faults", "identity",

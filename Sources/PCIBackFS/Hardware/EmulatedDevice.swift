@@ -41,6 +41,23 @@ public struct DeviceIdentity: Sendable, Equatable {
     public var isMultiFunction: Bool { headerType & 0x80 != 0 }
 }
 
+/// The resets a function's hardware performs, by what they preserve (see `preservedRegisters`).
+public enum HardwareReset: Sendable, CaseIterable {
+    /// Function Level Reset: PCIe FLR, the AF capability's FLR, device-specific FLR sequences.
+    case functionLevel
+    /// The internal reset of a D3hot -> D0 transition without No_Soft_Reset.
+    case softReset
+    /// Conventional reset on the link: a secondary bus reset from the bridge above (hot reset).
+    case hotReset
+}
+
+/// A register's bits that a reset keeps.
+struct PreservedRegister: Equatable {
+    var offset: Int
+    var width: Int
+    var mask: UInt32
+}
+
 /// One emulated PCI function: its configuration space with register semantics, its BARs, and
 /// the PCI core's state for it (the side effects pciback triggers through the kernel).
 ///
@@ -126,17 +143,22 @@ public final class EmulatedDevice {
     public var isPCIExpress: Bool { capabilities.pciExpress != 0 }
     public var isBridge: Bool { identity.layout == .bridge }
 
-    /// Function-level reset is available (PCIe FLR or the AF capability's FLR).
-    public var hasFunctionReset: Bool {
-        if capabilities.pciExpress != 0 {
-            let devcap = config.read(capabilities.pciExpress + PCIeRegister.deviceCapabilities, width: 4)
-            if devcap & PCIeRegister.devCapFLR != 0 { return true }
-        }
-        if capabilities.advancedFeatures != 0 {
-            return config.read(capabilities.advancedFeatures + 3, width: 1) & 0x02 != 0
-        }
-        return false
+    /// PCI Express FLR: Device Capabilities' Function Level Reset Capability bit.
+    public var hasPCIeFLR: Bool {
+        guard capabilities.pciExpress != 0 else { return false }
+        return config.read(capabilities.pciExpress + PCIeRegister.deviceCapabilities, width: 4) & PCIeRegister.devCapFLR != 0
     }
+
+    /// The Advanced Features capability's FLR: both Transactions Pending and FLR capable
+    /// (AF capability byte, bits 0 and 1), as the PCI core requires before it uses it.
+    public var hasAdvancedFeaturesFLR: Bool {
+        guard capabilities.advancedFeatures != 0 else { return false }
+        let cap = config.read(capabilities.advancedFeatures + AFRegister.capabilities, width: 1)
+        return cap & AFRegister.capTransactionsPending != 0 && cap & AFRegister.capFLR != 0
+    }
+
+    /// Function-level reset is available (PCIe FLR or the AF capability's FLR).
+    public var hasFunctionReset: Bool { hasPCIeFLR || hasAdvancedFeaturesFLR }
 
     // MARK: - Config accesses as the hardware answers them
 
@@ -205,7 +227,7 @@ public final class EmulatedDevice {
                 config.store(pm + PMRegister.controlStatus, width: 2, value: UInt32(kept))
             } else if before.powerState & PMRegister.stateMask == 3, state == 0, pmcsr & PMRegister.noSoftReset == 0 {
                 // D3hot -> D0 without No_Soft_Reset: the function comes back in its reset state.
-                functionResetHardware()
+                hardwareReset(.softReset)
             }
         }
         let msi = capabilities.msi
@@ -228,8 +250,15 @@ public final class EmulatedDevice {
             let control = UInt16(config.read(pcie + PCIeRegister.deviceControl, width: 2))
             if control & PCIeRegister.devCtlInitiateFLR != 0 {
                 config.store(pcie + PCIeRegister.deviceControl, width: 2, value: UInt32(control & ~PCIeRegister.devCtlInitiateFLR))
-                if hasFunctionReset { functionResetHardware() }
+                if hasPCIeFLR { hardwareReset(.functionLevel) }
             }
+        }
+        // AF capability: writing Initiate FLR (control byte, bit 0) starts an FLR; the bit
+        // always reads 0.
+        let af = capabilities.advancedFeatures
+        if af != 0, touches(offset, width, register: af + AFRegister.control, registerWidth: 1) {
+            let written = UInt8(truncatingIfNeeded: value >> (8 * UInt32(af + AFRegister.control - offset)))
+            if written & AFRegister.controlInitiateFLR != 0, hasAdvancedFeaturesFLR { hardwareReset(.functionLevel) }
         }
     }
 
@@ -257,10 +286,62 @@ public final class EmulatedDevice {
         }
     }
 
-    /// What a function reset does to the registers: every changeable bit back to its reset value.
-    private func functionResetHardware() {
+    /// A reset as the hardware performs it (the layer below the kernel's sequences): every
+    /// changeable bit back to its power-on value, except what this kind of reset preserves.
+    public func hardwareReset(_ kind: HardwareReset) {
+        let kept = preservedRegisters(kind).map { ($0, config.read($0.offset, width: $0.width)) }
         config.resetChangeableBits(to: resetImage)
+        for (register, value) in kept {
+            let now = config.read(register.offset, width: register.width)
+            config.store(register.offset, width: register.width, value: (now & ~register.mask) | (value & register.mask))
+        }
     }
+
+    /// The register bits a reset of `kind` leaves alone.
+    ///
+    /// * Sticky bits (RW1CS, RWS) survive every reset short of power loss (PCIe Base spec,
+    ///   "sticky" attribute; §6.6.1 conventional/hot reset, §6.6.2 FLR): AER Uncorrectable
+    ///   Error Status, Mask and Severity, Correctable Error Status and Mask, Capabilities and
+    ///   Control, Root Error Status.
+    /// * PME context (PMCSR PME_Status, PME_En): sticky only where the function can signal PME
+    ///   from D3cold, i.e. keeps them on aux power (PCI PM 1.2, PMCSR); a D3hot->D0 soft reset
+    ///   keeps them always (the PME context is preserved across the internal reset).
+    /// * FLR leaves link and payload settings (PCIe Base spec §6.6.2): Device Control's
+    ///   Max_Payload_Size; Link Control's ASPM Control, Read Completion Boundary, Common Clock
+    ///   Configuration and Extended Synch.
+    func preservedRegisters(_ kind: HardwareReset) -> [PreservedRegister] {
+        var kept: [PreservedRegister] = []
+        let aer = capabilities.aer
+        if aer != 0 {
+            for register in [AERRegister.uncorrectableStatus, AERRegister.uncorrectableMask, AERRegister.uncorrectableSeverity,
+                             AERRegister.correctableStatus, AERRegister.correctableMask, AERRegister.capabilitiesControl] {
+                kept.append(PreservedRegister(offset: aer + register, width: 4, mask: 0xffff_ffff))
+            }
+            if hasRootPortRegisters { kept.append(PreservedRegister(offset: aer + AERRegister.rootStatus, width: 4, mask: 0xffff_ffff)) }
+        }
+        let pm = capabilities.powerManagement
+        if pm != 0 {
+            let pmc = UInt16(config.read(pm + PMRegister.capabilities, width: 2))
+            if kind == .softReset || pmc & PMRegister.pmcPMEFromD3cold != 0 {
+                kept.append(PreservedRegister(offset: pm + PMRegister.controlStatus, width: 2,
+                                              mask: UInt32(PMRegister.pmeStatus | PMRegister.pmeEnable)))
+            }
+        }
+        let pcie = capabilities.pciExpress
+        if kind == .functionLevel, pcie != 0 {
+            kept.append(PreservedRegister(offset: pcie + PCIeRegister.deviceControl, width: 2, mask: UInt32(PCIeRegister.devCtlMaxPayload)))
+            kept.append(PreservedRegister(offset: pcie + PCIeRegister.linkControl, width: 2, mask: UInt32(PCIeRegister.lnkCtlKeptByFLR)))
+        }
+        return kept
+    }
+
+    /// The PCI Express port type (Express capability flags, bits 7:4); nil without one.
+    public var pcieType: UInt16? {
+        capabilities.pciExpress == 0 ? nil : UInt16(config.read(capabilities.pciExpress + PCIeRegister.flags, width: 2) >> 4) & 0xf
+    }
+
+    /// Root ports and root complex event collectors carry Root Control/Status (`pcie_cap_has_rtctl`).
+    public var hasRootPortRegisters: Bool { pcieType == PCIeRegister.typeRootPort || pcieType == PCIeRegister.typeEventCollector }
 
     // MARK: - Register helpers
 
@@ -411,23 +492,10 @@ extension EmulatedDevice {
         }
     }
 
-    /// `pci_save_state`.
+    /// `pci_save_state`: the registers it saves (header, PCI Express control registers, PCI-X
+    /// command, AER masks and control, ...) are read back from this copy by the kernel's
+    /// restore (Dom0.restoreState, FunctionReset.swift).
     public func saveState() { savedState = config.bytes }
-
-    /// `pci_restore_state` from the last save (or from an explicit snapshot).
-    public func restoreState(_ snapshot: [UInt8]? = nil) {
-        guard let saved = snapshot ?? savedState else { return }
-        config.restoreWritableBits(from: saved)
-        kernelMSIEnabled = (msiFlags ?? 0) & MSIRegister.enable != 0
-        kernelMSIXEnabled = (msixFlags ?? 0) & MSIXRegister.enable != 0
-    }
-
-    /// A function reset (FLR where available, else the PM or bus reset the kernel would pick):
-    /// every changeable register bit back to its reset value; read-only bits kept.
-    public func resetFunction() throws(Errno) {
-        if faults.fire(\.resetFails) { throw .ioError }
-        functionResetHardware()
-    }
 
     /// `pci_enable_msi` (one vector) as the kernel does it for a PV frontend op.
     public func enableMSI() throws(Errno) {

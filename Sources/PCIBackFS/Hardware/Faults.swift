@@ -8,6 +8,7 @@ public struct DeviceFaults: Sendable, Equatable, Codable {
         case sticky
     }
 
+    /// The function reset fails (-EIO); in a PVH dom0 Xen's device reset at pciback's bind too.
     public var resetFails: Mode = .off
     public var enableFails: Mode = .off
     public var lowPowerStatesRefused: Mode = .off

@@ -23,6 +23,10 @@ public struct SRIOVCapability: Sendable, Equatable {
     public static let ariCapableHierarchy: UInt16 = 0x0010
     public static let vfMigrationCapable: UInt32 = 0x0001
 
+    /// The System Page Size `sriov_init` writes (and caches as iov->pgsz): the smallest
+    /// supported size of at least PAGE_SIZE (4 KiB on x86: every supported bit qualifies).
+    public static func systemPageSize(supported: UInt32) -> UInt32 { supported & (~supported &+ 1) }
+
     /// Offset of the capability in the PF's config space.
     public let offset: Int
 

@@ -34,6 +34,8 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let notImplemented = Errno(ENOSYS)
     public static let notSupported = Errno(EOPNOTSUPP)
     public static let alreadyInProgress = Errno(EALREADY)
+    /// ENOTTY: no reset method applies (`pci_reset_function`).
+    public static let inappropriateIoctl = Errno(ENOTTY)
     public static let invalidLink = Errno(EINVAL)
 
     public var description: String {

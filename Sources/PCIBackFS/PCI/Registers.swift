@@ -77,6 +77,11 @@ public enum PCIStatus {
     public static let writeOneClearBits: UInt16 = 0xf900
 }
 
+/// Bridge Control (type 1 header, 0x3e).
+public enum PCIBridgeControl {
+    public static let secondaryBusReset: UInt16 = 0x0040
+}
+
 public enum PCIHeaderType: UInt8, Sendable {
     case normal = 0
     case bridge = 1
@@ -87,6 +92,7 @@ public enum PCIHeaderType: UInt8, Sendable {
 public enum CapabilityID {
     public static let powerManagement: UInt8 = 0x01
     public static let vpd: UInt8 = 0x03
+    public static let pcix: UInt8 = 0x07
     public static let msi: UInt8 = 0x05
     public static let vendorSpecific: UInt8 = 0x09
     public static let pciExpress: UInt8 = 0x10
@@ -110,6 +116,8 @@ public enum PMRegister {
     public static let pmcD1Support: UInt16 = 0x0200
     public static let pmcD2Support: UInt16 = 0x0400
     public static let pmcPMESupportMask: UInt16 = 0xf800
+    /// PME can be signalled from D3cold: the PME context is kept on aux power (sticky).
+    public static let pmcPMEFromD3cold: UInt16 = 0x8000
     public static let stateMask: UInt16 = 0x0003
     public static let noSoftReset: UInt16 = 0x0008
     public static let pmeEnable: UInt16 = 0x0100
@@ -155,8 +163,44 @@ public enum PCIeRegister {
     public static let linkCapabilities2 = 0x2c
     public static let linkControl2 = 0x30
     public static let linkStatus2 = 0x32
+    public static let slotControl2 = 0x38
     public static let devCapFLR: UInt32 = 0x1000_0000
     public static let devCtlInitiateFLR: UInt16 = 0x8000
+    public static let devCtlMaxPayload: UInt16 = 0x00e0
+    /// Link Control fields an FLR leaves alone: ASPM Control, RCB, Common Clock, Extended Synch.
+    public static let lnkCtlKeptByFLR: UInt16 = 0x00cb
+    public static let flagsVersionMask: UInt16 = 0x000f
+    public static let flagsSlotImplemented: UInt16 = 0x0100
+    // Device/port types (flags bits 7:4)
+    public static let typeEndpoint: UInt16 = 0
+    public static let typeLegacyEndpoint: UInt16 = 1
+    public static let typeRootPort: UInt16 = 4
+    public static let typeUpstreamPort: UInt16 = 5
+    public static let typeDownstreamPort: UInt16 = 6
+    public static let typePCIeToPCIBridge: UInt16 = 7
+    public static let typePCIToPCIeBridge: UInt16 = 8
+    public static let typeEventCollector: UInt16 = 10
+}
+
+/// Advanced Error Reporting extended capability registers.
+public enum AERRegister {
+    public static let uncorrectableStatus = 0x04
+    public static let uncorrectableMask = 0x08
+    public static let uncorrectableSeverity = 0x0c
+    public static let correctableStatus = 0x10
+    public static let correctableMask = 0x14
+    public static let capabilitiesControl = 0x18
+    public static let rootCommand = 0x2c
+    public static let rootStatus = 0x30
+}
+
+/// Advanced Features capability (PCI_CAP_ID_AF) registers.
+public enum AFRegister {
+    public static let capabilities = 3
+    public static let control = 4
+    public static let capTransactionsPending: UInt32 = 0x01
+    public static let capFLR: UInt32 = 0x02
+    public static let controlInitiateFLR: UInt8 = 0x01
 }
 
 public enum VPDRegister {

@@ -43,9 +43,12 @@ public struct StateOptions: Codable, Equatable, Sendable {
     /// `--pciback-build`; absent from headers written before the option existed, which were
     /// all `module` (the tree then showed module/xen_pciback with parameters only).
     public var pcibackBuild: String?
+    /// `--dom0`; absent from headers written before the option existed, which were all `pv`.
+    public var dom0: String?
 
     public init(profile: String, machine: String?, lspciDumps: [String], noBuiltin: Bool, hide: String, permissive: Bool,
-                passthrough: Bool, legacyModes: Bool, pcibackBuild: String = ModuleBuild.module.rawValue) {
+                passthrough: Bool, legacyModes: Bool, pcibackBuild: String = ModuleBuild.module.rawValue,
+                dom0: String = Dom0Kind.pv.rawValue) {
         self.profile = profile
         self.machine = machine
         self.machineChecksum = machine.flatMap(StateOptions.fileChecksum)
@@ -57,9 +60,11 @@ public struct StateOptions: Codable, Equatable, Sendable {
         self.passthrough = passthrough
         self.legacyModes = legacyModes
         self.pcibackBuild = pcibackBuild
+        self.dom0 = dom0
     }
 
     private var build: String { pcibackBuild ?? ModuleBuild.module.rawValue }
+    private var dom0Kind: String { dom0 ?? Dom0Kind.pv.rawValue }
 
     static func fileChecksum(_ path: String) -> UInt32? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
@@ -77,6 +82,7 @@ public struct StateOptions: Codable, Equatable, Sendable {
         if passthrough { words.append("--passthrough") }
         if legacyModes { words.append("--legacy-modes") }
         words.append("--pciback-build \(build)")
+        words.append("--dom0 \(dom0Kind)")
         return words.joined(separator: " ")
     }
 
@@ -101,6 +107,7 @@ public struct StateOptions: Codable, Equatable, Sendable {
         compare("--passthrough", passthrough, other.passthrough) { $0 ? "on" : "off" }
         compare("--legacy-modes", legacyModes, other.legacyModes) { $0 ? "on" : "off" }
         compare("--pciback-build", build, other.build) { $0 }
+        compare("--dom0", dom0Kind, other.dom0Kind) { $0 }
         return result
     }
 }

@@ -28,6 +28,7 @@ extension Dom0 {
         case .ariEnabled: text = "0"
         case .uevent: text = uevent(device)
         case .remove, .rescan, .reset: return nil
+        case .resetMethod: return resetMethodText(address)
         case .currentLinkSpeed, .maxLinkSpeed:
             let pcie = device.capabilities.pciExpress
             let register = attribute == .currentLinkSpeed ? PCIeRegister.linkStatus : PCIeRegister.linkCapabilities
@@ -189,9 +190,9 @@ extension Dom0 {
             try Dom0.checkUeventAction(input)
         case .reset:
             guard try KernelNumbers.unsignedLongOrInvalid(input) == 1 else { throw .invalidArgument }
-            device.saveState()
-            try device.resetFunction()
-            device.restoreState()
+            try pciResetFunction(address)
+        case .resetMethod:
+            try storeResetMethod(address, input: input)
         case .remove:
             if try KernelNumbers.unsignedLongOrInvalid(input) != 0 { removeDevice(address) }
         case .rescan:

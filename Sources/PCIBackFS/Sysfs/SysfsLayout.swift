@@ -125,7 +125,7 @@ struct SysfsLayout {
         switch attribute {
         case .sriovVFMSIXCount: return device.physicalFunction != nil
         case .remove, .rescan: return device.physicalFunction == nil
-        case .reset: return device.hasResetMethod(behindBridge: dom0.machine.parentBridge(of: address) != nil)
+        case .reset, .resetMethod: return dom0.hasResetMethod(address)
         case .currentLinkSpeed, .currentLinkWidth, .maxLinkSpeed, .maxLinkWidth: return device.isPCIExpress
         case .secondaryBusNumber, .subordinateBusNumber: return device.isBridge
         default: return true
@@ -266,16 +266,5 @@ public struct TreeOptions: Sendable, Equatable {
         self.legacyModes = legacyModes
         self.pcibackBuild = pcibackBuild
         self.hostNumbers = hostNumbers
-    }
-}
-
-extension EmulatedDevice {
-    /// Whether the kernel would offer a `reset` file: FLR, AF FLR, a PM reset (D3hot without
-    /// No_Soft_Reset) or a secondary bus reset from the parent bridge.
-    func hasResetMethod(behindBridge: Bool) -> Bool {
-        if hasFunctionReset { return true }
-        let pm = capabilities.powerManagement
-        if pm != 0, UInt16(config.read(pm + PMRegister.controlStatus, width: 2)) & PMRegister.noSoftReset == 0 { return true }
-        return behindBridge
     }
 }

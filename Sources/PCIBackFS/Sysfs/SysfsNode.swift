@@ -54,7 +54,7 @@ enum DeviceAttribute: String, CaseIterable, Hashable {
     case localCPUs = "local_cpus", localCPUList = "local_cpulist", msiBus = "msi_bus", powerState = "power_state"
     case dmaMaskBits = "dma_mask_bits", consistentDMAMaskBits = "consistent_dma_mask_bits"
     case brokenParityStatus = "broken_parity_status", d3coldAllowed = "d3cold_allowed", ariEnabled = "ari_enabled"
-    case uevent, remove, rescan, reset
+    case uevent, remove, rescan, reset, resetMethod = "reset_method"
     case currentLinkSpeed = "current_link_speed", currentLinkWidth = "current_link_width"
     case maxLinkSpeed = "max_link_speed", maxLinkWidth = "max_link_width"
     case secondaryBusNumber = "secondary_bus_number", subordinateBusNumber = "subordinate_bus_number"
@@ -69,7 +69,7 @@ enum DeviceAttribute: String, CaseIterable, Hashable {
     var mode: UInt32 {
         switch self {
         case .enable, .driverOverride, .numaNode, .msiBus, .brokenParityStatus, .d3coldAllowed, .uevent, .sriovNumVFs,
-             .sriovDriversAutoprobe: return 0o644
+             .sriovDriversAutoprobe, .resetMethod: return 0o644
         case .remove: return 0o220
         case .rescan, .reset, .sriovVFMSIXCount: return 0o200
         default: return 0o444

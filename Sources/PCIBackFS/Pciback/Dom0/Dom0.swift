@@ -13,6 +13,13 @@ public struct Dom0 {
     public var policy: FilterPolicy
     /// `xen_pciback.passthrough`: 0 = vpci backend (default), 1 = passthrough.
     public var passthroughBackend = false
+    /// A PV dom0 (the common case) or a PVH one: only PVH has Xen's device-reset hypercall.
+    /// A constant of the start options (`--dom0`), so --state snapshots need no copy.
+    public let dom0Kind: Dom0Kind
+    /// Whether the OS owns AER (`pcie_aer_is_native`: firmware granted it through _OSC, as
+    /// on most machines); `pci_restore_state` clears AER status only then. A constant of the
+    /// platform (tests change it to model firmware-first AER).
+    public internal(set) var aerOwnedByOS = true
     public private(set) var hideParameter = ""
     /// Why xen-pciback did not register (its init failed on `hide`), nil when it runs. Then there
     /// is no `pciback` driver and no backend; a constant of the start options.
@@ -52,10 +59,11 @@ public struct Dom0 {
     /// names an address out of range, pciback does not register and everything else boots
     /// (`pcibackLoadFailure`); with `strictHide` that failure is thrown instead.
     public init(machine: Machine, policy: FilterPolicy = FilterPolicy(), hide: String = "", passthrough: Bool = false,
-                strictHide: Bool = false) throws(Errno) {
+                strictHide: Bool = false, dom0Kind: Dom0Kind = .pv) throws(Errno) {
         self.machine = machine
         self.policy = policy
         self.passthroughBackend = passthrough
+        self.dom0Kind = dom0Kind
         classDeviceOrder = ClassDeviceOrder(machine: machine)
         hideParameter = hide
         let hidden = Dom0.hideSeizeList(hide)

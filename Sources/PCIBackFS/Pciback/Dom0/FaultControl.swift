@@ -3,7 +3,7 @@
 extension Dom0 {
     /// The fault names accepted by the control file, and what each breaks.
     public static var faultNames: [(name: String, path: WritableKeyPath<DeviceFaults, DeviceFaults.Mode>)] { [
-        ("reset", \.resetFails),                    // function reset fails: pciback's bind fails
+        ("reset", \.resetFails),                    // function reset fails (and, in a PVH dom0, Xen's reset: bind fails)
         ("enable", \.enableFails),                  // pci_enable_device fails: the guest's command write gets -22
         ("low-power-states", \.lowPowerStatesRefused),  // D1/D2 refused
         ("msi-enable", \.msiEnableFails),           // enable_msi: err -5

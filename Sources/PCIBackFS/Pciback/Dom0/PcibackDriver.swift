@@ -202,12 +202,14 @@ extension Dom0 {
         var data = PcibackDeviceData(address: address)
         try ConfigFilter.initialize(device, &data, profile: policy.profile)
         quirkRegistrations.append(address)
-        do {
+        do throws(Errno) {
             try device.enableDevice()
+            // pci_save_state, pci_store_saved_state; the reset step (its function reset's result
+            // ignored, Xen's reset under PVH failing the bind); pci_restore_state.
             device.saveState()
             data.savedState = device.config.bytes
-            try device.resetFunction()
-            device.restoreState()
+            if let error = pcistubResetDeviceState(address) { throw error }
+            restoreState(address)
         } catch {
             quirkRegistrations.removeAll { $0 == address }
             device.disableDevice()
@@ -256,8 +258,8 @@ extension Dom0 {
     /// `pcistub_put_pci_dev` (spec §3.3): the guest let go.
     mutating func releaseFromGuest(_ address: PCIAddress) {
         guard let device = machine[address], var data = deviceData[address] else { return }
-        try? device.resetFunction()
-        device.restoreState(data.savedState)
+        _ = pcistubResetDeviceState(address)
+        restoreState(address, from: data.savedState)
         resetDevice(device, &data)
         for index in data.bars.indices { data.bars[index]?.sizing = false }
         data.fields.removeAll { $0.isDynamic }
@@ -278,8 +280,8 @@ extension Dom0 {
             releaseFromGuest(address)
         }
         if let device = machine[address], var data = deviceData[address] {
-            try? device.resetFunction()
-            device.restoreState(data.savedState)
+            _ = pcistubResetDeviceState(address)
+            restoreState(address, from: data.savedState)
             resetDevice(device, &data)
         }
         deviceData[address] = nil

@@ -51,7 +51,7 @@ extension Dom0 {
             // The smallest supported page size of at least PAGE_SIZE (4 KiB on x86: every bit).
             let supported = capability.read(device, R.supportedPageSizes, width: 4)
             guard supported != 0 else { continue }
-            device.hardwareWrite(base + R.systemPageSize, width: 4, value: supported & (~supported &+ 1))
+            device.hardwareWrite(base + R.systemPageSize, width: 4, value: SRIOVCapability.systemPageSize(supported: supported))
             // Firmware's VF BAR addresses, read before sizing (which restores them).
             let firmware = capability.virtualFunctionBARAddresses(device)
             let vfBARs = capability.virtualFunctionBARs(device)

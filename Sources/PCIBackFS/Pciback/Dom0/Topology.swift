@@ -47,6 +47,14 @@ extension Dom0 {
     }
 
     public mutating func hostWrite(_ address: PCIAddress, offset: Int, width: Int, value: UInt32) {
-        machine[address]?.hardwareWrite(offset, width: width, value: value)
+        guard let device = machine[address] else { return }
+        let control = device.isBridge ? device.config.read(PCIRegister.bridgeControl, width: 2) : 0
+        device.hardwareWrite(offset, width: width, value: value)
+        // A bridge's Secondary Bus Reset going from 0 to 1 hot-resets everything below it.
+        if device.isBridge, offset <= PCIRegister.bridgeControl, offset + width > PCIRegister.bridgeControl,
+           UInt16(control) & PCIBridgeControl.secondaryBusReset == 0,
+           UInt16(device.config.read(PCIRegister.bridgeControl, width: 2)) & PCIBridgeControl.secondaryBusReset != 0 {
+            hotResetBelow(address)
+        }
     }
 }

@@ -7,6 +7,8 @@ public struct KernelTunables: Codable, Sendable, Equatable {
         public var msiBus = true
         public var brokenParityStatus = false
         public var d3coldAllowed = true
+        /// `reset_method` as stored (names, in order); nil: the defaults the kernel probes.
+        public var resetMethods: [String]? = nil
     }
 
     public var verboseRequest: Int32 = 0
