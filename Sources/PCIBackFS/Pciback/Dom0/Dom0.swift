@@ -72,7 +72,7 @@ public struct Dom0 {
                 if device.isEnabled { device.quiesceForDriverRemoval() }
                 try? seizeAtBoot(address)
             } else if let name = device.bootDriver {
-                bindHostDriver(name, address)
+                bindHostDriver(name, address, atBoot: true)
             }
         }
     }
