@@ -153,6 +153,8 @@ struct MachineOptions: ParsableArguments {
             throw failure(command, "two functions at \(device.address) (from --machine, --lspci-dump or the built-in machine); "
                           + "use --no-builtin or a dump without clashes")
         }
+        // Imported PFs with VF Enable set come up with their VFs (a snapshot of a running system).
+        do { devices = try SnapshotSRIOV.placeVirtualFunctions(devices) } catch { throw failure(command, "virtual functions: \(error)") }
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
         // A --hide that xen-pciback's init rejects: its message as the kernel logs it, then either

@@ -532,8 +532,9 @@ struct StateJournalTests {
                                "frontends", "hideParameter", "log", "machine",
                                "nextMSIIRQ", "owners", "passthroughBackend", "pcibackDevices", "pcibackLoadFailure", "policy", "quirkRegistrations",
                                "removedDevices", "seizeList", "sriov", "topologyGeneration", "trace", "tunables"])
+        // isSnapshot is fixed by the start options (imported or not) and only read at boot.
         #expect(deviceLabels == ["address", "bars", "bootDriver", "capabilities", "config", "enableCount", "faults", "identity",
-                                 "irq", "isBusmaster", "kernelMSIEnabled", "kernelMSIXEnabled", "label", "msiIRQ",
+                                 "irq", "isBusmaster", "isSnapshot", "kernelMSIEnabled", "kernelMSIXEnabled", "label", "msiIRQ",
                                  "physicalFunction", "resetImage", "savedState", "upstreamBridge", "vpdContents"])
         #expect(machineLabels == ["children", "devices", "name", "order", "parents", "rootBusOf", "rootBuses"])
         #expect(labels(PcibackDeviceData(address: FixtureA.host)) == [
@@ -541,7 +542,7 @@ struct StateJournalTests {
             "irqName", "isrIRQ", "isrOn", "permissive", "savedState", "warnedOnWrite"])
         #expect(labels(SRIOVState(totalVFs: 1, initialVFs: 1, driverMaxVFs: 1, offset: 1, stride: 1, vfDeviceID: 1,
                                   migrationCapable: false)) == [
-            "driverMaxVFs", "driversAutoprobe", "initialVFs", "migrationCapable", "numVFs", "offset", "stride", "totalVFs",
+            "control", "driverMaxVFs", "driversAutoprobe", "initialVFs", "migrationCapable", "numVFs", "offset", "stride", "totalVFs",
             "vfDeviceID", "virtualFunctions", "windows"])
         #expect(labels(KernelLog()) == ["capacity", "dropped", "lines"])
         #expect(labels(TraceRing()) == ["capacity", "nextSequence", "start", "storage"])

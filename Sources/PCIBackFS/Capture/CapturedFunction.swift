@@ -31,11 +31,14 @@ public struct CapturedBAR: Sendable, Hashable, CustomStringConvertible {
     public var index: Int
     /// Bus address; 0 when the range is unassigned (lspci `<unassigned>`/`<ignored>`).
     public var base: UInt64
-    /// Size in bytes, always > 0 (ranges of unknown size are not captured at all).
+    /// Size in bytes, always > 0 (a range with an address but no size gets an inferred one,
+    /// `BARSizeInference`; an unassigned range of unknown size is not captured at all).
     public var size: UInt64
     public var kind: Kind
+    /// The capture gave no size: it was inferred from the address (`BARSizeInference`).
+    public var sizeInferred: Bool
 
-    public init(index: Int, base: UInt64, size: UInt64, kind: Kind) {
+    public init(index: Int, base: UInt64, size: UInt64, kind: Kind, sizeInferred: Bool = false) {
         precondition((0...6).contains(index), "BAR index out of range")
         precondition(size > 0, "BAR size must be known")
         if case .rom = kind {
@@ -47,6 +50,7 @@ public struct CapturedBAR: Sendable, Hashable, CustomStringConvertible {
         self.base = base
         self.size = size
         self.kind = kind
+        self.sizeInferred = sizeInferred
     }
 
     public var isIO: Bool { kind == .io }
@@ -69,6 +73,7 @@ public struct CapturedBAR: Sendable, Hashable, CustomStringConvertible {
         case .rom(let enabled): what = enabled ? "ROM enabled" : "ROM disabled"
         }
         return "\(index == Self.romIndex ? "ROM" : "BAR\(index)") \(what) 0x\(hex(base, width: 1)) size 0x\(hex(size, width: 1))"
+            + (sizeInferred ? " (inferred)" : "")
     }
 }
 

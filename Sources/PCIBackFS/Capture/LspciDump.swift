@@ -85,16 +85,17 @@ public enum LspciDump {
                 out += "\tInterrupt: pin \(pinName) routed to IRQ \(irq)\n"
             }
             for bar in function.bars {
-                let size = "[size=\(CaptureText.formatSize(bar.size))]"
+                // An inferred size is not written: reading the text back infers it again.
+                let size = bar.sizeInferred ? "" : " [size=\(CaptureText.formatSize(bar.size))]"
                 switch bar.kind {
                 case .io:
-                    out += "\tRegion \(bar.index): I/O ports at \(addressText(bar.base, width: 4)) \(size)\n"
+                    out += "\tRegion \(bar.index): I/O ports at \(addressText(bar.base, width: 4))\(size)\n"
                 case .memory(let is64Bit, let prefetchable):
                     out += "\tRegion \(bar.index): Memory at \(addressText(bar.base, width: 8)) ("
                         + (is64Bit ? "64-bit" : "32-bit") + ", " + (prefetchable ? "prefetchable" : "non-prefetchable")
-                        + ") \(size)\n"
+                        + ")\(size)\n"
                 case .rom(let enabled):
-                    out += "\tExpansion ROM at \(addressText(bar.base, width: 8)) " + (enabled ? "" : "[disabled] ") + size + "\n"
+                    out += "\tExpansion ROM at \(addressText(bar.base, width: 8))" + (enabled ? "" : " [disabled]") + size + "\n"
                 }
             }
             if let driver = function.driver {
@@ -211,8 +212,9 @@ private struct LspciDeviceReader {
             let enabled = register.map { configBytes[$0] & 1 != 0 } ?? romTextEnabled
             bars[CapturedBAR.romIndex] = CapturedBAR(index: rom.index, base: rom.base, size: rom.size, kind: .rom(enabled: enabled))
         }
-        return CapturedFunction(address: address, config: configBytes, bars: Array(bars.values), irq: interruptIRQ ?? flagsIRQ,
-                                driver: driver, name: name)
+        // A BAR with an address but no [size=] (no -v text, another access method) gets an inferred size.
+        return BARSizeInference.completing(CapturedFunction(address: address, config: configBytes, bars: Array(bars.values),
+                                                            irq: interruptIRQ ?? flagsIRQ, driver: driver, name: name))
     }
 
     /// One line of `-v` text at the device's top level (the leading tab removed).

@@ -39,7 +39,8 @@ public enum SysfsCapture {
     }
 
     /// Builds a function from a raw binary config space (256 or 4096 bytes; fewer than 256 is
-    /// refused as truncated) and, optionally, the text of its sysfs `resource` file.
+    /// refused as truncated) and, optionally, the text of its sysfs `resource` file. Without a
+    /// `resource` text the BARs' sizes are inferred from their addresses (`BARSizeInference`).
     public static func readRaw(config: [UInt8], resourceText: String?, address: PCIAddress, irq: UInt32? = nil,
                                driver: String? = nil, name: String? = nil) throws(CaptureError) -> CapturedFunction {
         guard config.count >= 256 else {
@@ -49,8 +50,10 @@ public enum SysfsCapture {
             throw .invalidConfigSize(address: address, bytes: config.count)
         }
         let resource = try resourceText.map { (text: String) throws(CaptureError) in try SysfsResource(parsing: text) }
-        return CapturedFunction(address: address, config: config, bars: resource?.bars ?? [], iovBARs: resource?.iovBARs ?? [],
-                                irq: irq, driver: driver, name: name)
+        let function = CapturedFunction(address: address, config: config, bars: resource?.bars ?? [], iovBARs: resource?.iovBARs ?? [],
+                                        irq: irq, driver: driver, name: name)
+        // The kernel's `resource` file is the authority on sizes; without it they are inferred.
+        return resource == nil ? BARSizeInference.completing(function) : function
     }
 
     /// `DDDD:BB:SS.F` with a 4-to-8-digit domain (the kernel prints `%04x`), as sysfs names devices.

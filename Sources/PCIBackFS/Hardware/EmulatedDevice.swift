@@ -69,7 +69,8 @@ public final class EmulatedDevice {
     @exclusivity(unchecked) public internal(set) var config: ConfigSpace
     /// The power-on values of every changeable bit (what a function reset restores).
     let resetImage: [UInt8]
-    public let identity: DeviceIdentity
+    /// Set once, before the machine boots (an imported VF takes its PF's identity).
+    public internal(set) var identity: DeviceIdentity
     /// BARs 0...5 and the expansion ROM at index 6.
     public internal(set) var bars: [BARDescriptor?]
     public internal(set) var capabilities: CapabilityOffsets
@@ -81,6 +82,9 @@ public final class EmulatedDevice {
     public let label: String
     /// For an SR-IOV virtual function: its physical function.
     public internal(set) var physicalFunction: PCIAddress?
+    /// Imported from a capture (an lspci dump, sysfs, captured bytes in a machine file): a
+    /// snapshot of a running system, whose registers boot-time code leaves as recorded.
+    public internal(set) var isSnapshot = false
     /// The Linux IRQ of the first MSI vector while the kernel has MSI enabled.
     public var msiIRQ: UInt32 = 0
     /// The bridge this function sits behind (`pci_upstream_bridge`), kept by `Machine`.
@@ -629,6 +633,7 @@ extension EmulatedDevice {
         copy.capabilities = capabilities
         copy.faults = faults
         copy.physicalFunction = physicalFunction
+        copy.isSnapshot = isSnapshot
         copy.msiIRQ = msiIRQ
         copy.enableCount = enableCount
         copy.isBusmaster = isBusmaster

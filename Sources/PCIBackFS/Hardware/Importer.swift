@@ -30,7 +30,9 @@ import Darwin
 ///   bits; a captured BAR whose size is unknown, not a power of two, too large for its register,
 ///   at an index the header type does not have, or whose I/O-ness or 64-bitness disagrees with the
 ///   register **stays read-only** and gets no `BARDescriptor` (the kernel view then shows no
-///   resource for it, and sizing it reads back the captured address).
+///   resource for it, and sizing it reads back the captured address). A BAR with an address but
+///   no size in the capture has one inferred before it gets here (`BARSizeInference`), so its
+///   resource line and its mask agree.
 /// * **Capabilities**, found by walking both lists (`CapabilityScanner`): Power Management
 ///   (PMCSR power state, PME_En and Data_Select RW, PME_Status RW1C); MSI (Enable and Multiple
 ///   Message Enable, address, upper address if 64-bit, data, and the mask bits of the capable
@@ -52,6 +54,11 @@ import Darwin
 /// Device Control 0x2810, AER Uncorrectable Severity 0x00462030, AER Correctable Mask 0x2000,
 /// the target link speed (the link's maximum speed) and the SR-IOV system page size 1, as
 /// `DeviceBuilder` does. BARs therefore reset to their type bits.
+///
+/// An imported function is a snapshot of a running system (`isSnapshot`): boot-time code leaves
+/// its registers as recorded. The boot-time SR-IOV pass does not run for it (its VFs come from
+/// `SnapshotSRIOV`, the kernel's cache from `Dom0.adoptSnapshotSRIOV`), and binding its recorded
+/// host driver at boot does not run the driver's probe (no enable, bus master or MSI/MSI-X writes).
 ///
 /// A capture shows the function as its host driver left it (decoding, bus mastering, MSI or
 /// MSI-X on). When a host driver is known, the PCI core's view is set to match, so a later driver
@@ -76,6 +83,7 @@ public enum DeviceImporter {
             address: captured.address, config: layout.config, resetImage: layout.resetImage(), bars: bars,
             irq: captured.irq ?? defaultIRQ, bootDriver: bootDriver, label: captured.name ?? "")
         if let bootDriver, bootDriver != PCIDriver.pcibackName { device.adoptCapturedKernelState() }
+        device.isSnapshot = true
         return device
     }
 

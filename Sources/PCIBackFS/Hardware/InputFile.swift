@@ -12,9 +12,17 @@ public enum InputFile {
         return first == UInt8(ascii: "{") ? .machineFile : .lspciDump
     }
 
-    /// The functions the file would create. Errors name the file; warnings are appended to
-    /// `warnings`, each prefixed with the file name.
+    /// The functions the file would create, with the VFs of its imported PFs
+    /// (`SnapshotSRIOV`). Errors name the file; warnings are appended to `warnings`, each
+    /// prefixed with the file name.
     public static func load(path: String, warnings: inout [String]) throws(MachineFile.LoadError) -> [EmulatedDevice] {
+        let devices = try loadFunctions(path: path, warnings: &warnings)
+        do { return try SnapshotSRIOV.placeVirtualFunctions(devices) } catch {
+            throw MachineFile.LoadError(file: path, problems: [.init(message: error.message)])
+        }
+    }
+
+    private static func loadFunctions(path: String, warnings: inout [String]) throws(MachineFile.LoadError) -> [EmulatedDevice] {
         let bytes: [UInt8]
         do { bytes = try CaptureFiles.readWholeFile(path, limit: 256 << 20) } catch {
             throw MachineFile.LoadError(file: path, problems: [.init(message: error.message(about: path))])

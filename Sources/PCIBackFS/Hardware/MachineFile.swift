@@ -62,11 +62,17 @@ public struct MachineFile: Codable, Sendable, Equatable {
         public var kind: BARDescriptor.Kind
         public var size: UInt64
         public var address: UInt64
+        /// The capture gave no size and `size` was inferred from the address
+        /// (`BARSizeInference`); set `size` to the real one when it is known. Informative only.
+        public var sizeInferred: Bool?
 
         /// The keys of a BAR.
         public enum CodingKeys: String, CodingKey, CaseIterable, Sendable {
-            case index, kind, size, address
+            case index, kind, size, address, sizeInferred
         }
+
+        /// The keys every BAR must have (`sizeInferred` is optional).
+        public static let requiredKeys: [CodingKeys] = [.index, .kind, .size, .address]
     }
 
     public init(name: String? = nil, devices: [Entry]) {
@@ -240,12 +246,14 @@ public struct MachineFile: Codable, Sendable, Equatable {
                     case .rom: kind = .rom(enabled: false)
                     }
                     guard (bar.index == 6) == (bar.kind == .rom) else { return nil }
-                    return CapturedBAR(index: bar.index, base: bar.address, size: bar.size, kind: kind)
+                    return CapturedBAR(index: bar.index, base: bar.address, size: bar.size, kind: kind,
+                                       sizeInferred: bar.sizeInferred ?? false)
                 }
                 let function = CapturedFunction(address: address, config: bytes, bars: (entry.bars ?? []).compactMap(captured),
                                                 iovBARs: (entry.iovBars ?? []).compactMap(captured), irq: entry.irq,
                                                 driver: entry.driver)
-                try add([DeviceImporter.device(from: function)], index)
+                // Without "bars" the sizes are unknown, as in a dump without -v: inferred.
+                try add([DeviceImporter.device(from: entry.bars == nil ? BARSizeInference.completing(function) : function)], index)
                 continue
             }
             var config = ConfigSpace(bytes: bytes)
@@ -281,7 +289,8 @@ public struct MachineFile: Codable, Sendable, Equatable {
                 kind = is64 ? (prefetchable ? .memory64Prefetchable : .memory64) : (prefetchable ? .memory32Prefetchable : .memory32)
             case .rom: kind = .rom
             }
-            return BAR(index: captured.index, kind: kind, size: captured.size, address: captured.base)
+            return BAR(index: captured.index, kind: kind, size: captured.size, address: captured.base,
+                       sizeInferred: captured.sizeInferred ? true : nil)
         }
         var entry = Entry(address: function.address.description)
         entry.config = function.config.map { hex($0, width: 2) }.joined()

@@ -256,10 +256,14 @@ private struct Checker {
             case .index: integer(member.value, memberPath, 0...6, what: "a BAR number (6: the ROM)")
             case .kind: oneOf(member.value, memberPath, BARDescriptor.Kind.allCases.map(\.rawValue), what: "BAR kind")
             case .size, .address: integer(member.value, memberPath, 0...UInt64.max, what: "a number")
+            case .sizeInferred:
+                if case .bool = member.value { break }
+                report(memberPath, at: member.value.offset, "expected true or false, found \(member.value.kindName)")
             }
         }
-        for key in Key.allCases where !members.contains(where: { $0.key == key.rawValue }) {
-            report(path, at: value.offset, "a BAR needs \"\(key.rawValue)\" (a BAR has " + Key.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+        for key in MachineFile.BAR.requiredKeys where !members.contains(where: { $0.key == key.rawValue }) {
+            report(path, at: value.offset, "a BAR needs \"\(key.rawValue)\" (a BAR has " + Key.allCases.map(\.rawValue).joined(separator: ", ")
+                   + "; sizeInferred is optional)")
         }
     }
 

@@ -52,6 +52,16 @@ public struct SRIOVCapability: Sendable, Equatable {
         return result
     }
 
+    /// VF `id`'s BARs from the PF's VF BAR windows: each window's address plus `id` times its
+    /// per-VF size (sriov.md §3.4).
+    public static func virtualFunctionBARs(_ id: Int, windows: [Int: BARDescriptor]) -> [BARDescriptor?] {
+        var bars: [BARDescriptor?] = Array(repeating: nil, count: 7)
+        for (index, window) in windows {
+            bars[index] = BARDescriptor(kind: window.kind, size: window.size, address: window.address + window.size * UInt64(id))
+        }
+        return bars
+    }
+
     /// The VF BARs as the hardware sizes them: (index, kind, per-VF size) of each implemented one.
     public func virtualFunctionBARs(_ device: EmulatedDevice) -> [(index: Int, kind: BARDescriptor.Kind, size: UInt64)] {
         var result: [(Int, BARDescriptor.Kind, UInt64)] = []

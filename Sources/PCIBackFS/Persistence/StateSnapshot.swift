@@ -107,6 +107,8 @@ struct StateSnapshot: Codable, Sendable {
         var vfDeviceID: UInt16
         var driversAutoprobe: Bool
         var migrationCapable: Bool
+        /// Absent in snapshots written before the kernel's `ctrl` was kept.
+        var control: UInt16?
         var windows: [Int: BARDescriptor]
         var virtualFunctions: [String]
     }
@@ -357,6 +359,7 @@ extension StateSnapshot.SRIOV {
         vfDeviceID = state.vfDeviceID
         driversAutoprobe = state.driversAutoprobe
         migrationCapable = state.migrationCapable
+        control = state.control
         windows = state.windows
         virtualFunctions = state.virtualFunctions.map(\.description)
     }
@@ -364,7 +367,7 @@ extension StateSnapshot.SRIOV {
     func restored() throws(StateSnapshot.RestoreError) -> SRIOVState {
         SRIOVState(totalVFs: totalVFs, initialVFs: initialVFs, driverMaxVFs: driverMaxVFs, numVFs: numVFs, offset: offset,
                    stride: stride, vfDeviceID: vfDeviceID, driversAutoprobe: driversAutoprobe,
-                   migrationCapable: migrationCapable, windows: windows,
+                   migrationCapable: migrationCapable, control: control ?? 0, windows: windows,
                    virtualFunctions: try virtualFunctions.map(StateSnapshot.address))
     }
 }

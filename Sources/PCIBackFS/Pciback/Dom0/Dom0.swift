@@ -101,7 +101,7 @@ public struct Dom0 {
         for address in machine.order {
             guard let device = machine[address] else { continue }
             if registered && seizeAtBoot(address) { continue }
-            if let name = device.bootDriver, name != PCIDriver.pcibackName { bindHostDriver(name, address) }
+            if let name = device.bootDriver, name != PCIDriver.pcibackName { bindHostDriver(name, address, atBoot: true) }
         }
     }
 

@@ -77,11 +77,13 @@ extension Dom0 {
         }
     }
 
-    /// A host driver's probe: enable, bus master, and the interrupts it prefers.
-    mutating func bindHostDriver(_ name: String, _ address: PCIAddress) {
+    /// A host driver's probe: enable, bus master, and the interrupts it prefers. At boot an
+    /// imported function is a snapshot: bound as recorded, its registers untouched.
+    mutating func bindHostDriver(_ name: String, _ address: PCIAddress, atBoot: Bool = false) {
         guard let device = machine[address] else { return }
         bindings[address] = name
         topologyGeneration += 1
+        if atBoot && device.isSnapshot { return }
         // An imported function already holds the state its driver left; don't enable it twice.
         guard device.identity.layout == .normal, !device.isEnabled else { return }
         device.driverProbeEnable()

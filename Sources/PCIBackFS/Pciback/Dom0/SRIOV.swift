@@ -12,6 +12,8 @@ public struct SRIOVState: Sendable, Equatable {
     public var vfDeviceID: UInt16
     public var driversAutoprobe = true
     public var migrationCapable: Bool
+    /// `iov->ctrl`: the SR-IOV Control value the kernel last wrote (what it restores).
+    public var control: UInt16 = 0
     /// VF BAR windows: per-VF size and the address of VF 0's BAR, by VF BAR index.
     public var windows: [Int: BARDescriptor] = [:]
     /// The VFs that exist, by VF id (0-based).
@@ -27,7 +29,8 @@ extension Dom0 {
 
     /// The boot-time pass over every PF: clear a stale VF Enable, page size, VF BAR sizing and
     /// window assignment, the NumVFs sweep ending at 0. A device that fails a check is simply
-    /// not a PF (no sriov_* files).
+    /// not a PF (no sriov_* files). Imported PFs are snapshots of a running system and keep
+    /// their registers (`adoptSnapshotSRIOV`); the pass is for templates and the built-in machine.
     mutating func initializeSRIOV() {
         // Memory the machine already decodes; VF BAR windows are placed around it.
         var used = AddressMap()
@@ -40,6 +43,13 @@ extension Dom0 {
         for address in machine.order {
             guard let device = machine[address], device.isPCIExpress, device.configSize == 4096,
                   let capability = SRIOVCapability(device) else { continue }
+            if device.isSnapshot {
+                adoptSnapshotSRIOV(address, device, capability)
+                for window in sriov[address]?.windows.values ?? [:].values {
+                    used.insert(window.address...(window.address + window.size * UInt64(sriov[address]!.totalVFs) - 1))
+                }
+                continue
+            }
             let base = capability.offset
             typealias R = SRIOVCapability.Register
             if UInt16(capability.read(device, R.control, width: 2)) & SRIOVCapability.vfEnable != 0 {
@@ -88,6 +98,33 @@ extension Dom0 {
             }
             sriov[address] = state
         }
+    }
+
+    /// An imported PF is a snapshot of a running system (sriov.md §6 item 3, revised): nothing is
+    /// written; the kernel's cache is what `sriov_init` and a later enable left, read from the
+    /// registers as recorded: TotalVFs, offset and stride (for the recorded NumVFs), VF Device
+    /// ID, `num_VFs` and `ctrl` (NumVFs and Control when VF Enable is set, else 0 and Control),
+    /// the VF BAR windows the registers hold, and the VFs `SnapshotSRIOV` placed. A PF with
+    /// TotalVFs 0 is not a PF (§1.4 step 3).
+    private mutating func adoptSnapshotSRIOV(_ address: PCIAddress, _ device: EmulatedDevice, _ capability: SRIOVCapability) {
+        typealias R = SRIOVCapability.Register
+        let total = UInt16(capability.read(device, R.totalVFs, width: 2))
+        guard total > 0 else { return }
+        let control = UInt16(capability.read(device, R.control, width: 2))
+        let enabled = control & SRIOVCapability.vfEnable != 0
+        var state = SRIOVState(
+            totalVFs: total, initialVFs: UInt16(capability.read(device, R.initialVFs, width: 2)), driverMaxVFs: total,
+            numVFs: enabled ? UInt16(capability.read(device, R.numVFs, width: 2)) : 0,
+            offset: UInt16(capability.read(device, R.firstVFOffset, width: 2)),
+            stride: UInt16(capability.read(device, R.vfStride, width: 2)),
+            vfDeviceID: UInt16(capability.read(device, R.vfDeviceID, width: 2)),
+            migrationCapable: capability.read(device, R.capabilities, width: 4) & SRIOVCapability.vfMigrationCapable != 0)
+        state.control = control
+        state.windows = SnapshotSRIOV.windows(of: device, capability)
+        let rid = Int(address.bus) << 8 + Int(address.devfn)
+        func id(_ vf: PCIAddress) -> Int { (Int(vf.bus) << 8 + Int(vf.devfn) - rid - Int(state.offset)) / max(Int(state.stride), 1) }
+        state.virtualFunctions = machine.order.filter { machine[$0]?.physicalFunction == address }.sorted { id($0) < id($1) }
+        sriov[address] = state
     }
 
     /// Where the kernel's resource assignment puts a VF BAR window of `span` bytes aligned to the
@@ -236,12 +273,10 @@ extension Dom0 {
         state.stride = stride
         let control = UInt16(capability.read(pf, R.control, width: 2)) | SRIOVCapability.vfEnable | SRIOVCapability.vfMemorySpaceEnable
         pf.hardwareWrite(capability.offset + R.control, width: 2, value: UInt32(control))
+        state.control = control
         var created: [EmulatedDevice] = []
         for (id, vfAddress) in addresses.enumerated() {
-            var bars: [BARDescriptor?] = Array(repeating: nil, count: 7)
-            for (index, window) in state.windows {
-                bars[index] = BARDescriptor(kind: window.kind, size: window.size, address: window.address + window.size * UInt64(id))
-            }
+            let bars = SRIOVCapability.virtualFunctionBARs(id, windows: state.windows)
             created.append(pf.makeVirtualFunction(at: vfAddress!, index: id, vfDeviceID: state.vfDeviceID, bars: bars))
         }
         machine.add(created)
@@ -268,6 +303,7 @@ extension Dom0 {
         machine.remove(state.virtualFunctions)
         let control = UInt16(capability.read(pf, R.control, width: 2)) & ~(SRIOVCapability.vfEnable | SRIOVCapability.vfMemorySpaceEnable)
         pf.hardwareWrite(capability.offset + R.control, width: 2, value: UInt32(control))
+        state.control = control
         pf.hardwareWrite(capability.offset + R.numVFs, width: 2, value: 0)
         state.offset = UInt16(capability.read(pf, R.firstVFOffset, width: 2))
         state.stride = UInt16(capability.read(pf, R.vfStride, width: 2))
