@@ -179,4 +179,29 @@ struct MountPointMistakeTests {
         #expect(access(directory + "/keep", F_OK) == 0)
     }
 }
+
+@Suite("scripts/setup.sh without the Swift toolchain")
+struct SetupToolchainTests {
+    /// setup.sh runs first in both README commands: where no Swift 6 is installed it must say
+    /// what is missing and where to get it, before installing anything.
+    @Test("a missing or old swift is named, with where to get it, and exit 1", arguments: [
+        ("", "setup: the Swift 6 toolchain is missing (no 'swift' in PATH). Install it from https://www.swift.org/install/linux/"),
+        ("#!/bin/sh\necho 'Swift version 5.10.1 (swift-5.10.1-RELEASE)'\n",
+         "setup: pcibackfs needs Swift 6 or newer; 'swift --version' says: Swift version 5.10.1 (swift-5.10.1-RELEASE)"),
+    ] as [(String, String)])
+    func toolchain(fakeSwift: String, message: String) throws {
+        let directory = Temporary.directory(prefix: "pcibackfs-setup")
+        defer { Temporary.remove(directory) }
+        if !fakeSwift.isEmpty {
+            FileManager.default.createFile(atPath: directory + "/swift", contents: Data(fakeSwift.utf8),
+                                           attributes: [.posixPermissions: 0o755])
+        }
+        // PATH with the basic tools and no Swift toolchain (it lives in /opt/swift here).
+        let result = Subprocess.run("env", ["PATH=\(directory):/usr/bin:/bin", "bash",
+                                            MountEnvironment.packageRoot + "/scripts/setup.sh"], timeout: 30)
+        #expect(result.status == 1, "\(result)")
+        #expect(result.stderr.hasPrefix(message), "\(result.stderr)")
+    }
+}
 #endif
+
