@@ -12,13 +12,23 @@ public struct ClassDeviceOrder: Sendable, Equatable {
     public internal(set) var networkFunctions: [PCIAddress] = []
     /// Functions with the NVMe class code (0x010802), in boot order: controller nvme0, nvme1, ...
     public internal(set) var nvmeFunctions: [PCIAddress] = []
+    /// Each function's place in the lists above: every getattr of a function's directory asks,
+    /// so a linear search would make `lspci` over thousands of NICs quadratic.
+    private(set) var networkIndex: [PCIAddress: Int] = [:]
+    private(set) var nvmeIndex: [PCIAddress: Int] = [:]
 
     init(machine: Machine) {
         for address in machine.order {
             guard let device = machine[address], device.physicalFunction == nil else { continue }
             let classCode = device.identity.classCode
-            if classCode >> 16 == 0x02 { networkFunctions.append(address) }
-            if classCode == NVMeController.classCode { nvmeFunctions.append(address) }
+            if classCode >> 16 == 0x02 {
+                networkIndex[address] = networkFunctions.count
+                networkFunctions.append(address)
+            }
+            if classCode == NVMeController.classCode {
+                nvmeIndex[address] = nvmeFunctions.count
+                nvmeFunctions.append(address)
+            }
         }
     }
 }
@@ -86,7 +96,7 @@ extension Dom0 {
     /// The interface of `function` while its NIC driver is bound to it.
     public func networkInterface(of function: PCIAddress) -> NetworkInterface? {
         guard let driver = bindings[function], !Dom0.stubDrivers.contains(driver),
-              let index = classDeviceOrder.networkFunctions.firstIndex(of: function), let device = machine[function]
+              let index = classDeviceOrder.networkIndex[function], let device = machine[function]
         else { return nil }
         return NetworkInterface(function: function,
                                 name: NetworkInterface.predictableName(of: function, multiFunction: device.identity.isMultiFunction),
@@ -95,7 +105,7 @@ extension Dom0 {
 
     /// The controller of `function` while `nvme` is bound to it.
     public func nvmeController(of function: PCIAddress) -> NVMeController? {
-        guard bindings[function] == "nvme", let index = classDeviceOrder.nvmeFunctions.firstIndex(of: function) else { return nil }
+        guard bindings[function] == "nvme", let index = classDeviceOrder.nvmeIndex[function] else { return nil }
         return NVMeController(function: function, instance: index, ordinal: index)
     }
 
