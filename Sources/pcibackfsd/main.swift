@@ -408,7 +408,7 @@ struct Run: ParsableCommand {
             let status = try RunSupervisor.superviseInit(["pcibackfsd", RunInit.verb] + arguments[(verb + 1)...],
                                                         executable: "/proc/self/exe")
             throw ExitCode(status)
-        } catch let error as RunError {
+        } catch let error as SetupError {
             FileHandle.standardError.write(Data("pcibackfsd run: \(error)\n".utf8))
             throw ExitCode(1)
         }
@@ -459,7 +459,7 @@ struct RunInit: ParsableCommand {
             let status = try namespace.serve(merged, options: serverOptions, command: command, executable: "/proc/self/exe")
             for warning in namespace.setupWarnings { FileHandle.standardError.write(Data("pcibackfsd run: \(warning)\n".utf8)) }
             throw ExitCode(status)
-        } catch let error as RunError {
+        } catch let error as SetupError {
             FileHandle.standardError.write(Data("pcibackfsd run: \(error)\n".utf8))
             throw ExitCode(1)
         }

@@ -5,32 +5,26 @@ import Musl
 #endif
 import Foundation
 
-/// Why the daemon will not mount where it was asked to, in one line a user can act on.
-public struct MountPointError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// The checks `serve` makes before mounting, so that a mistake never hides files or stacks a
 /// second machine over a live one. (`run` mounts over /sys on purpose and makes none of them.)
 public enum MountPoint {
     /// Detaches a stale mount at `path` (its daemon died), then refuses a directory that a live
     /// pcibackfs serves, a path that is not a directory, and a non-empty directory unless
     /// `allowNonEmpty`. Returns what was done about a stale mount, if anything.
-    public static func prepare(_ path: String, allowNonEmpty: Bool) throws(MountPointError) -> String? {
+    public static func prepare(_ path: String, allowNonEmpty: Bool) throws(SetupError) -> String? {
         let stale = StaleMount.clear(path)
         if let server = liveServer(at: path) {
-            throw MountPointError("\(path) is already served by \(server); stop it first (fusermount3 -u \(path))")
+            throw SetupError("\(path) is already served by \(server); stop it first (fusermount3 -u \(path))")
         }
         var status = stat()
         guard stat(path, &status) == 0 else {
-            throw MountPointError("cannot use \(path) as a mount point: \(Errno(errno))")
+            throw SetupError("cannot use \(path) as a mount point: \(Errno(errno))")
         }
         guard status.st_mode & S_IFMT == S_IFDIR else {
-            throw MountPointError("cannot use \(path) as a mount point: \(Errno(ENOTDIR))")
+            throw SetupError("cannot use \(path) as a mount point: \(Errno(ENOTDIR))")
         }
         if !allowNonEmpty, let first = firstEntry(path) {
-            throw MountPointError("\(path) is not empty (it holds \(first)); mounting would hide its files. "
+            throw SetupError("\(path) is not empty (it holds \(first)); mounting would hide its files. "
                                   + "Use an empty directory, or --nonempty to mount over it anyway")
         }
         return stale
@@ -39,10 +33,10 @@ public enum MountPoint {
     /// Whether the caller can mount FUSE at all: root, or root in a user namespace. A plain
     /// user in the initial user namespace would go through the setuid fusermount3 and get a
     /// mount that neither root nor the daemon's own writes can use as sysfs.
-    public static func checkPrivilege() throws(MountPointError) {
+    public static func checkPrivilege() throws(SetupError) {
         guard geteuid() != 0 else { return }
         guard isInInitialUserNamespace() else { return }
-        throw MountPointError("""
+        throw SetupError("""
             mounting needs root (uid \(geteuid()) cannot create sysfs-like files root can use). \
             Run it as root, or run your tool in a private /sys with `pcibackfsd run -- COMMAND` \
             (a user namespace), or start it inside one: unshare -Urm pcibackfsd MOUNTPOINT

@@ -18,11 +18,11 @@ public final class NamespaceInit: Sendable {
     /// Makes every mount private, mounts this pid namespace's /proc with `/proc/bus/pci`
     /// hidden, and opens the host's /sys before anything covers it. Blocks the signals that
     /// the init process handles on its own thread (so every later thread inherits the mask).
-    public init() throws(RunError) {
+    public init() throws(SetupError) {
         var handled = NamespaceInit.handledSignals
         pthread_sigmask(SIG_BLOCK, &handled, nil)
         guard mount("none", "/", nil, UInt(MS_REC | MS_PRIVATE), nil) == 0 else {
-            throw RunError("cannot make the mounts of the new namespace private: \(Errno(errno))")
+            throw SetupError("cannot make the mounts of the new namespace private: \(Errno(errno))")
         }
         if mount("proc", "/proc", "proc", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil) != 0 {
             warnings.withLock { $0.append("kept the host's /proc (a new one could not be mounted: \(Errno(errno)))") }
@@ -30,12 +30,12 @@ public final class NamespaceInit: Sendable {
         var info = stat()
         if stat("/proc/bus/pci", &info) == 0,
            mount("none", "/proc/bus/pci", "tmpfs", UInt(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=0555,size=4k") != 0 {
-            throw RunError("cannot hide /proc/bus/pci: \(Errno(errno))")
+            throw SetupError("cannot hide /proc/bus/pci: \(Errno(errno))")
         }
         do {
             hostRoot = try HostSysfs.open("/sys")
         } catch {
-            throw RunError("cannot open the host's /sys: \(error)")
+            throw SetupError("cannot open the host's /sys: \(error)")
         }
         hostSubmounts = Self.submounts(of: "/sys")
     }
@@ -89,23 +89,23 @@ public final class NamespaceInit: Sendable {
     /// (128+N when signal N ended it) after tearing the mount down. SIGINT, SIGTERM and SIGHUP
     /// (from `run`) are passed on to COMMAND.
     public func serve(_ model: any FileSystemModel, options: FUSEServer.Options, command: [String],
-                      executable: String) throws(RunError) -> Int32 {
+                      executable: String) throws(SetupError) -> Int32 {
         var options = options
         options.installsSignalHandlers = false
         let server = FUSEServer(model: model, options: options)
         do {
             try server.mount(at: "/sys")
         } catch {
-            throw RunError("cannot mount the merged /sys: \(error)")
+            throw SetupError("cannot mount the merged /sys: \(error)")
         }
         defer { server.unmount() }
         let outcome = Locked<Int32?>(nil)
-        let failure = Locked<RunError?>(nil)
+        let failure = Locked<SetupError?>(nil)
         do {
             try server.run(onReady: {
                 Thread.detachNewThread { [self] in
                     bindHostSubmounts()
-                    do throws(RunError) {
+                    do throws(SetupError) {
                         outcome.withLock { $0 = nil }
                         let status = try superviseCommand(["pcibackfsd", RunSupervisor.execVerb] + command, executable: executable)
                         outcome.withLock { $0 = status }
@@ -116,7 +116,7 @@ public final class NamespaceInit: Sendable {
                 }
             })
         } catch {
-            throw RunError("serving the merged /sys failed: \(error)")
+            throw SetupError("serving the merged /sys failed: \(error)")
         }
         if let error = failure.withLock({ $0 }) { throw error }
         return outcome.withLock { $0 } ?? 1
@@ -124,12 +124,12 @@ public final class NamespaceInit: Sendable {
 
     /// Spawns COMMAND (through the exec trampoline, which sets its parent-death signal), reaps
     /// every child until it exits, and relays stop signals to it.
-    private func superviseCommand(_ arguments: [String], executable: String) throws(RunError) -> Int32 {
+    private func superviseCommand(_ arguments: [String], executable: String) throws(SetupError) -> Int32 {
         let command: pid_t
         do {
             command = try ChildProcess.spawn(arguments, executable: executable)
         } catch {
-            throw RunError("cannot start \(arguments.dropFirst(2).first ?? ""): \(error)")
+            throw SetupError("cannot start \(arguments.dropFirst(2).first ?? ""): \(error)")
         }
         var handled = Self.handledSignals
         while true {

@@ -6,12 +6,6 @@ import Glibc
 import Musl
 #endif
 
-/// Why `pcibackfsd run` could not start, in words a user can act on.
-public struct RunError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    init(_ description: String) { self.description = description }
-}
-
 /// The process a user starts as `pcibackfsd run ... -- COMMAND`.
 ///
 /// Process tree, and why:
@@ -36,10 +30,10 @@ public enum RunSupervisor {
 
     /// Enters new mount, network and pid namespaces, and a user namespace in which the caller
     /// is root when it is not root already. Call while the process is single-threaded.
-    public static func enterNamespaces() throws(RunError) {
+    public static func enterNamespaces() throws(SetupError) {
         let threads = (try? directoryEntryCount("/proc/self/task")) ?? 1
         guard threads == 1 else {
-            throw RunError("internal error: \(threads) threads before entering the namespaces (unshare needs one)")
+            throw SetupError("internal error: \(threads) threads before entering the namespaces (unshare needs one)")
         }
         var flags = CSYS_CLONE_NEWNS | CSYS_CLONE_NEWNET | CSYS_CLONE_NEWPID
         let uid = getuid(), gid = getgid()
@@ -51,13 +45,13 @@ public enum RunSupervisor {
                 let why = error.rawValue == ENOSPC || error.rawValue == EUSERS
                     ? "the limit of user namespaces is reached (user.max_user_namespaces, or 32 levels of nesting)"
                     : "this kernel does not let unprivileged users create one"
-                throw RunError("""
+                throw SetupError("""
                     cannot create a user namespace (\(error)): \(why). Run as root (sudo pcibackfsd run ...), \
                     or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 on Debian \
                     kernels, user.max_user_namespaces > 0, kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu)
                     """)
             }
-            throw RunError("cannot create mount, network and pid namespaces: \(error)")
+            throw SetupError("cannot create mount, network and pid namespaces: \(error)")
         }
         if unprivileged {
             // Map ourselves to root inside; setgroups must be denied before an unprivileged
@@ -67,7 +61,7 @@ public enum RunSupervisor {
                 try writeProcFile("/proc/self/setgroups", "deny\n")
                 try writeProcFile("/proc/self/gid_map", "0 \(gid) 1\n")
             } catch {
-                throw RunError("cannot map uid \(uid) to root in the new user namespace: \(error)")
+                throw SetupError("cannot map uid \(uid) to root in the new user namespace: \(error)")
             }
         }
     }
@@ -75,9 +69,9 @@ public enum RunSupervisor {
     /// Starts the init process (`initArguments` run from `executable`), relays the
     /// signals that stop `run` to it, and returns the status `run` exits with: the init
     /// process's exit code (COMMAND's status), or 128+N if signal N killed it.
-    public static func superviseInit(_ initArguments: [String], executable: String) throws(RunError) -> Int32 {
+    public static func superviseInit(_ initArguments: [String], executable: String) throws(SetupError) -> Int32 {
         var lifeline: [Int32] = [-1, -1]
-        guard pipe(&lifeline) == 0 else { throw RunError("cannot create a pipe: \(Errno(errno))") }
+        guard pipe(&lifeline) == 0 else { throw SetupError("cannot create a pipe: \(Errno(errno))") }
         _ = fcntl(lifeline[1], F_SETFD, FD_CLOEXEC)
         _ = fcntl(lifeline[0], F_SETFD, FD_CLOEXEC)
 
@@ -95,7 +89,7 @@ public enum RunSupervisor {
         do {
             child = try ChildProcess.spawn(initArguments, executable: executable, descriptors: [(lifelineDescriptor, lifeline[0])])
         } catch {
-            throw RunError("cannot start \(initArguments[0]): \(error)")
+            throw SetupError("cannot start \(initArguments[0]): \(error)")
         }
         close(lifeline[0])
         defer { close(lifeline[1]) }
