@@ -112,7 +112,7 @@ struct ClassDeviceTests {
         for (path, expected) in Self.bootEntries {
             #expect(classEntry(client, path) == expected, "\(path)")
         }
-        #expect(try client.list("class").sorted() == ["block", "net", "nvme"])
+        #expect(try client.list("class").sorted() == ["block", "net", "nvme", "pci_bus"])
         #expect(try client.list("class/net").sorted() == ["enp0s5", "enp3s0f0", "enp3s0f1"])
         #expect(try client.list("dev").sorted() == ["block", "char"])
         #expect(try client.list(nicDirectory).contains("net"))

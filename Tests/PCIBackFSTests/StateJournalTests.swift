@@ -231,6 +231,7 @@ struct StateJournalTests {
         kinds += DriverAttribute.allCases.map { .driver("pciback", $0) } + [.driver("igb", .bind)]
         kinds += BusAttribute.allCases.map { .bus($0) } + ModuleParameter.allCases.map { .moduleParameter($0) }
         kinds += ControlFile.allCases.map { .control($0) } + [.pciOperation(domain: 7)]
+        kinds += PCIBusAttribute.allCases.map { .pciBus("0000:03", $0) }
         for kind in kinds {
             let path = kind.journalPath
             #expect(path != nil)
@@ -285,6 +286,10 @@ struct StateJournalTests {
         // Removal and rescan, a new_id, the guest letting go of nothing, detach.
         #expect(client.write("bus/pci/devices/0000:04:00.0/remove", "1") == nil)
         #expect(client.write("bus/pci/rescan", "1") == nil)
+        // Again, rescanning through a bus's class device (a refused input first).
+        #expect(client.write("bus/pci/devices/0000:00:03.0/remove", "1") == nil)
+        #expect(client.write("class/pci_bus/0000:00/rescan", "yes") == .invalidArgument)
+        #expect(client.write("class/pci_bus/0000:00/rescan", "1") == nil)
         #expect(client.write("bus/pci/drivers/igb/new_id", "8086 10ca") == nil)
         #expect(client.write("bus/pci/drivers/pciback/new_id", "10ec 8139") == .fileExists)
         #expect(client.write(op, "disable_msix 00:00.0") == nil)
@@ -536,7 +541,7 @@ struct StateJournalTests {
         #expect(deviceLabels == ["address", "bars", "bootDriver", "capabilities", "config", "enableCount", "faults", "identity",
                                  "irq", "isBusmaster", "isSnapshot", "kernelMSIEnabled", "kernelMSIXEnabled", "label", "msiIRQ",
                                  "physicalFunction", "resetImage", "savedState", "upstreamBridge", "vpdContents"])
-        #expect(machineLabels == ["children", "devices", "name", "order", "parents", "rootBusOf", "rootBuses"])
+        #expect(machineLabels == ["children", "devices", "name", "order", "parents", "rootBusOf", "rootBuses", "secondaryBuses"])
         #expect(labels(PcibackDeviceData(address: FixtureA.host)) == [
             "ackInterrupts", "allowInterruptControl", "bars", "commandShadow", "enableINTx", "fields", "handledInterrupts",
             "irqName", "isrIRQ", "isrOn", "permissive", "savedState", "warnedOnWrite"])

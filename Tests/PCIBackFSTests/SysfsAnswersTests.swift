@@ -137,8 +137,11 @@ struct LinkCountTests {
         .init(path: "bus/pci/devices", links: 2),                    // links only
         .init(path: "bus/pci/drivers", links: 9),                    // 7 drivers
         .init(path: "bus/pci/drivers/pciback", links: 2),
-        .init(path: "devices/pci0000:00", links: 8),                 // 6 functions on the root bus
-        .init(path: "devices/pci0000:00/0000:00:1c.1", links: 4),    // 03:00.0 and 03:00.1
+        .init(path: "devices/pci0000:00", links: 9),                 // 6 functions on the root bus, pci_bus
+        .init(path: "devices/pci0000:00/pci_bus", links: 3),         // 0000:00
+        .init(path: "devices/pci0000:00/pci_bus/0000:00", links: 2), // no power/
+        .init(path: "devices/pci0000:00/0000:00:1c.1", links: 5),    // 03:00.0, 03:00.1, pci_bus
+        .init(path: "devices/pci0000:00/0000:00:1c.1/pci_bus", links: 3),  // 0000:03
         .init(path: "devices/pci0000:00/0000:00:1c.1/0000:03:00.0", links: 3),  // net
         .init(path: "devices/pci0000:00/0000:00:1c.1/0000:03:00.0/net", links: 3),
         .init(path: "module/xen_pciback", links: 6),                 // drivers, holders, parameters, sections
@@ -177,12 +180,12 @@ struct LinkCountTests {
         try withDaemon { (mount: DaemonMount) throws in
             func links(_ path: String) throws -> Int { Int(try Sys.linkStatus(mount.path(path)).get().st_nlink) }
             #expect(try links("fs/pcibackfs/frontends") == 2)
-            #expect(try links("devices/pci0000:00/0000:00:1c.1") == 4)
+            #expect(try links("devices/pci0000:00/0000:00:1c.1") == 5)
             try seizeNIC(mount)
             #expect(mount.echo("5 \(nic)", "fs/pcibackfs/attach") == .written(14))
             #expect(try links("fs/pcibackfs/frontends") == 3)
             #expect(mount.echo("1", "bus/pci/devices/\(nicSibling)/remove") == .written(1))
-            #expect(try links("devices/pci0000:00/0000:00:1c.1") == 3)
+            #expect(try links("devices/pci0000:00/0000:00:1c.1") == 4)
         }
     }
 }

@@ -11,6 +11,9 @@ public struct Machine {
     /// Functions on a root bus, by the root bus's sysfs name (`pci0000:00`).
     public internal(set) var rootBuses: [String: [PCIAddress]] = [:]
     var rootBusOf: [PCIAddress: String] = [:]
+    /// Each bridge's secondary bus number, as the topology was last computed (a bridge whose
+    /// secondary bus is unset, or not above its own bus, has none).
+    var secondaryBuses: [PCIAddress: UInt8] = [:]
 
     public init(name: String, devices: [EmulatedDevice]) {
         self.name = name
@@ -53,13 +56,17 @@ public struct Machine {
         children = [:]
         rootBuses = [:]
         rootBusOf = [:]
+        secondaryBuses = [:]
         // Bridges by (domain, bus range); the innermost (highest secondary bus) wins.
         var bridges: [(address: PCIAddress, secondary: Int, subordinate: Int)] = []
         for address in order {
             guard let device = devices[address], device.isBridge else { continue }
             let secondary = Int(device.config.read(PCIRegister.secondaryBus, width: 1))
             let subordinate = Int(device.config.read(PCIRegister.subordinateBus, width: 1))
-            if secondary != 0, secondary > Int(address.bus) { bridges.append((address, secondary, subordinate)) }
+            if secondary != 0, secondary > Int(address.bus) {
+                bridges.append((address, secondary, subordinate))
+                secondaryBuses[address] = UInt8(secondary)
+            }
         }
         for address in order {
             var best: (PCIAddress, Int)?
@@ -98,6 +105,9 @@ public struct Machine {
     public func parentBridge(of address: PCIAddress) -> PCIAddress? { parents[address] }
 
     public func children(of address: PCIAddress) -> [PCIAddress] { children[address] ?? [] }
+
+    /// The bus behind a bridge (the number its functions are on), or nil when it has none.
+    public func secondaryBus(of address: PCIAddress) -> UInt8? { secondaryBuses[address] }
 
     /// The chain of bridges from the root down to (not including) `address`.
     public func upstreamBridges(of address: PCIAddress) -> [PCIAddress] {

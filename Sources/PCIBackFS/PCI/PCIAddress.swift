@@ -118,3 +118,14 @@ func hexDigitValue(_ byte: UInt8) -> UInt8? {
     default: return nil
     }
 }
+
+extension PCIAddress {
+    /// Whether `name` is a bus's kernel name: `DDDD:BB`, lowercase hex.
+    static func isBusName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard bytes.count == 7, bytes[4] == UInt8(ascii: ":") else { return false }
+        return bytes.enumerated().allSatisfy { index, byte in
+            index == 4 || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+        }
+    }
+}

@@ -84,6 +84,8 @@ extension AttributeKind {
         case .moduleParameter(let parameter): return "module/xen_pciback/parameters/\(parameter.rawValue)"
         case .control(let control): return "fs/pcibackfs/\(control.rawValue)"
         case .pciOperation(let domain): return "fs/pcibackfs/frontends/\(domain)/pci_op"
+        // Through the class link, as a client names it: `class/pci_bus/0000:03/rescan`.
+        case .pciBus(let name, let attribute): return "class/pci_bus/\(name)/\(attribute.rawValue)"
         }
     }
 
@@ -99,6 +101,9 @@ extension AttributeKind {
         case 3 where parts[0] == "fs" && parts[1] == "pcibackfs":
             guard let control = ControlFile(rawValue: parts[2]) else { return nil }
             self = .control(control)
+        case 4 where parts[0] == "class" && parts[1] == "pci_bus":
+            guard PCIAddress.isBusName(parts[2]), let attribute = PCIBusAttribute(rawValue: parts[3]) else { return nil }
+            self = .pciBus(parts[2], attribute)
         case 4 where parts[0] == "module" && parts[1] == "xen_pciback" && parts[2] == "parameters":
             guard let parameter = ModuleParameter(rawValue: parts[3]) else { return nil }
             self = .moduleParameter(parameter)

@@ -122,6 +122,9 @@ struct StateSnapshot: Codable, Sendable {
         var children: [String: [String]]
         var rootBuses: [String: [String]]
         var rootBusOf: [String: String]
+        /// Each bridge's secondary bus (its pci_bus class device). Absent in snapshots taken
+        /// before pci_bus existed: then what the restored bridges' registers give.
+        var secondaryBuses: [String: Int]?
     }
 
     struct Device: Codable, Sendable {
@@ -207,7 +210,8 @@ extension StateSnapshot {
                 parents: Dictionary(uniqueKeysWithValues: machine.parents.map { (key($0.key), key($0.value)) }),
                 children: Dictionary(uniqueKeysWithValues: machine.children.map { (key($0.key), $0.value.map(key)) }),
                 rootBuses: machine.rootBuses.mapValues { $0.map(key) },
-                rootBusOf: Dictionary(uniqueKeysWithValues: machine.rootBusOf.map { (key($0.key), $0.value) })))
+                rootBusOf: Dictionary(uniqueKeysWithValues: machine.rootBusOf.map { (key($0.key), $0.value) }),
+                secondaryBuses: Dictionary(uniqueKeysWithValues: machine.secondaryBuses.map { (key($0.key), Int($0.value)) })))
     }
 }
 
@@ -489,6 +493,14 @@ extension StateSnapshot {
         }
         machine.rootBuses = rootBuses
         machine.rootBusOf = try StateSnapshot.addressKeyed(saved.machine.rootBusOf)
+        if let saved = saved.machine.secondaryBuses {
+            var buses: [PCIAddress: UInt8] = [:]
+            for (key, bus) in saved {
+                guard let number = UInt8(exactly: bus) else { throw .mismatch("secondary bus \(bus) of \(key)") }
+                buses[try StateSnapshot.address(key)] = number
+            }
+            machine.secondaryBuses = buses
+        }
         for part in all {
             let device = instances[try StateSnapshot.address(part.address)]
             if let text = part.upstreamBridge {

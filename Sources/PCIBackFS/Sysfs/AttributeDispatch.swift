@@ -35,6 +35,8 @@ extension Dom0 {
             case .faults: return faultsText()
             case .attach, .detach, .reset: return nil
             }
+        case .pciBus(let name, let attribute):
+            return show(attribute, ofBus: name)
         case .pciOperation, .netInterface, .nvmeController, .nvmeNamespace, .module, .moduleSection:
             // Class devices and modules render in the layout (ClassDeviceLayout.swift), which
             // knows the tree's options (device numbers, xen-pciback's build).
@@ -95,6 +97,8 @@ extension Dom0 {
             }
         case .pciOperation:
             throw .ioError
+        case .pciBus(let name, let attribute):
+            try store(attribute, ofBus: name, input: input)
         case .netInterface(let address, let attribute):
             guard networkInterface(of: address) != nil else { throw .noSuchDevice }
             switch attribute {

@@ -14,18 +14,21 @@
 /// Relative link targets are those kernfs computes (up from the link's directory to the first
 /// ancestor of the target, then down).
 extension SysfsLayout {
-    /// The class directories a function's directory has now ("net", "nvme").
+    /// The class directories a function's directory has now ("net", "nvme", a bridge's "pci_bus").
     func classDirectories(of address: PCIAddress) -> [String] {
         var names: [String] = []
         if dom0.networkInterface(of: address) != nil { names.append("net") }
         if dom0.nvmeController(of: address) != nil { names.append("nvme") }
+        if dom0.machine.secondaryBus(of: address) != nil { names.append("pci_bus") }
         return names
     }
 
-    /// `rest`: the path below the function's directory, starting with "net" or "nvme".
+    /// `rest`: the path below the function's directory, starting with "net", "nvme" or "pci_bus".
     func classDeviceNode(_ address: PCIAddress, _ rest: [String]) -> SysfsNode? {
         let toFunction = "../../../" + address.description
         switch rest[0] {
+        case "pci_bus":
+            return pciBusNode(dom0.machine.bridgePCIBus(address), rest)
         case "net":
             guard let interface = dom0.networkInterface(of: address) else { return nil }
             if rest.count == 1 { return .directory }
@@ -76,6 +79,7 @@ extension SysfsLayout {
             let namespace = dom0.nvmeController(of: address).map { [$0.namespaceName] } ?? []
             return NVMeControllerAttribute.allCases.map(\.rawValue) + ["device", "subsystem"] + namespace
         case ("nvme", 3): return NVMeNamespaceAttribute.allCases.map(\.rawValue) + ["device", "subsystem"]
+        case ("pci_bus", _): return pciBusNames(dom0.machine.bridgePCIBus(address), rest)
         default: return []
         }
     }
@@ -87,6 +91,8 @@ extension SysfsLayout {
         var links: [String: [String: String]] = ["class/net": [:], "class/block": [:], "block": [:], "dev/block": [:],
                                                  "dev/char": [:]]
         if dom0.driver(named: "nvme") != nil { links["class/nvme"] = [:] }
+        links["class/pci_bus"] = [:]
+        for bus in dom0.machine.pciBuses() { links["class/pci_bus"]![bus.name] = "../../" + bus.directory }
         for interface in dom0.networkInterfaces() {
             links["class/net"]![interface.name] = "../../" + dom0.machine.sysfsPath(of: interface.function) + "/net/" + interface.name
         }

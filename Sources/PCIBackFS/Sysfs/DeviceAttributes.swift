@@ -18,8 +18,8 @@ extension Dom0 {
         case .driverOverride: return (driverOverride(address) ?? Array("(null)".utf8)) + [0x0a]
         case .modalias: text = modalias(identity)
         case .numaNode: text = String(tunables[device: address].numaNode)
-        case .localCPUs: text = String(cpuMask, radix: 16)
-        case .localCPUList: text = cpuCount > 1 ? "0-\(cpuCount - 1)" : "0"
+        case .localCPUs: text = localCPUsText
+        case .localCPUList: text = localCPUListText
         case .msiBus: text = tunables[device: address].msiBus ? "1" : "0"
         case .powerState: text = ["D0", "D1", "D2", "D3hot"][Int(device.powerState)]
         case .dmaMaskBits, .consistentDMAMaskBits: text = device.isBridge ? "32" : "64"
@@ -68,6 +68,10 @@ extension Dom0 {
 
     private var cpuCount: Int { max(1, SystemFacts.processorCount) }
     private var cpuMask: UInt64 { cpuCount >= 64 ? UInt64.max : (UInt64(1) << UInt64(cpuCount)) - 1 }
+    /// `local_cpus` (and a bus's `cpuaffinity`) without the newline.
+    var localCPUsText: String { String(cpuMask, radix: 16) }
+    /// `local_cpulist` (and a bus's `cpulistaffinity`) without the newline.
+    var localCPUListText: String { cpuCount > 1 ? "0-\(cpuCount - 1)" : "0" }
 
     private func linkSpeedName(_ code: Int) -> String {
         switch code {

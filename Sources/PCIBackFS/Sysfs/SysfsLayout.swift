@@ -65,9 +65,10 @@ struct SysfsLayout {
         if parts.isEmpty { return .directory }
         guard dom0.machine.rootBuses[parts[0]] != nil else { return nil }
         if parts.count == 1 { return .directory }
+        if parts[1] == "pci_bus" { return pciBusNode(dom0.machine.rootPCIBus(parts[0]), Array(parts.dropFirst())) }
         guard let (device, rest) = deviceDirectory(parts) else { return nil }
         if rest.isEmpty { return .directory }
-        if rest[0] == "net" || rest[0] == "nvme" { return classDeviceNode(device, rest) }
+        if rest[0] == "net" || rest[0] == "nvme" || rest[0] == "pci_bus" { return classDeviceNode(device, rest) }
         return rest.count == 1 ? deviceEntry(device, rest[0]) : nil
     }
 
@@ -195,7 +196,11 @@ struct SysfsLayout {
             return []
         case "devices":
             if parts.count == 1 { return dom0.machine.rootBuses.keys.sorted() }
-            if parts.count == 2 { return (dom0.machine.rootBuses[parts[1]] ?? []).map(\.description) }
+            if parts.count == 2 {
+                guard let functions = dom0.machine.rootBuses[parts[1]] else { return [] }
+                return functions.map(\.description) + ["pci_bus"]
+            }
+            if parts[2] == "pci_bus" { return pciBusNames(dom0.machine.rootPCIBus(parts[1]), Array(parts.dropFirst(2))) }
             guard let (address, rest) = deviceDirectory(Array(parts.dropFirst())) else { return [] }
             if !rest.isEmpty { return classDeviceNames(address, rest) }
             var names = ["config", "subsystem"] + deviceAttributes(address).map(\.rawValue)
@@ -244,6 +249,7 @@ struct SysfsLayout {
             }
         }
         classDynamicEntries(into: &entries)
+        pciBusDynamicEntries(into: &entries)
         for (domain, frontend) in dom0.frontends {
             entries["fs/pcibackfs/frontends\u{0}" + String(domain)] = ""
             for export in frontend.exports {

@@ -30,6 +30,8 @@ enum AttributeKind: Equatable, Hashable {
     case nvmeNamespace(PCIAddress, NVMeNamespaceAttribute)
     case module(String, ModuleAttribute)
     case moduleSection(String, String)
+    /// A `pci_bus` class device's file, by the bus's name (`DDDD:BB`; PCIBusLayout.swift).
+    case pciBus(String, PCIBusAttribute)
 }
 
 extension AttributeKind {
@@ -41,6 +43,7 @@ extension AttributeKind {
             || attribute == .sriovDriversAutoprobe
         case .driver(_, let attribute): return [.bind, .unbind, .newID].contains(attribute)
         case .bus(let attribute): return attribute == .driversProbe || attribute == .rescan
+        case .pciBus(_, let attribute): return attribute == .rescan
         case .control(let control): return control == .attach || control == .detach || control == .faults || control == .reset
         case .frontendDevice, .moduleParameter, .pciOperation, .netInterface, .nvmeController, .nvmeNamespace, .module,
              .moduleSection: return false
