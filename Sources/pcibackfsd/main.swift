@@ -124,14 +124,14 @@ struct MachineOptions: ParsableArguments {
     }
 
     /// The dom0 these options describe (the built-in machine, a machine file, dumps). Errors
-    /// are reported as `pcibackfsd[ command]: ...` and end with exit status 1.
-    func makeDom0(command: String? = nil) throws -> Dom0 {
+    /// are reported as `pcibackfsd[ command]: ...` and end with exit status 1, after the
+    /// warnings gathered so far. On success the warnings are printed unless `warning` is false
+    /// (a check whose build is repeated later, and warns then).
+    func makeDom0(command: String? = nil, warning: Bool = true) throws -> Dom0 {
         var devices: [EmulatedDevice] = []
         var warnings: [String] = []
-        // Warnings go out before an error, and only once.
         func fail(_ message: String) -> ExitCode {
             printWarnings(warnings)
-            warnings = []
             return failure(command, message)
         }
         if let machine {
@@ -147,32 +147,33 @@ struct MachineOptions: ParsableArguments {
                 throw fail("--lspci-dump \(error.message(about: path, naming: true))")
             }
         }
-        printWarnings(warnings)
         var seen = Set<PCIAddress>()
         for device in devices where !seen.insert(device.address).inserted {
-            throw failure(command, "two functions at \(device.address) (from --machine, --lspci-dump or the built-in machine); "
-                          + "use --no-builtin or a dump without clashes")
+            throw fail("two functions at \(device.address) (from --machine, --lspci-dump or the built-in machine); "
+                       + "use --no-builtin or a dump without clashes")
         }
         // Imported PFs with VF Enable set come up with their VFs (a snapshot of a running system).
-        do { devices = try SnapshotSRIOV.placeVirtualFunctions(devices) } catch { throw failure(command, "virtual functions: \(error)") }
+        do { devices = try SnapshotSRIOV.placeVirtualFunctions(devices) } catch { throw fail("virtual functions: \(error)") }
         let machine = Machine(name: self.machine ?? (noBuiltin ? "imported" : "builtin"), devices: devices)
         let policy = FilterPolicy(profile: KernelProfile(rawValue: profile)!, globalPermissive: permissive)
         // A --hide that xen-pciback's init rejects: its message as the kernel logs it, then either
         // the refusal (--strict-hide) or the machine without pciback.
         var loadFailure: PcibackLoadFailure?
         if case .failure(let reason) = Dom0.hideSeizeList(hide) { loadFailure = reason }
-        if let message = loadFailure?.kernelMessage { printWarnings(["xen_pciback: " + message]) }
+        if let message = loadFailure?.kernelMessage { warnings.append("xen_pciback: " + message) }
+        let dom0: Dom0
         do {
-            let dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough, strictHide: strictHide,
-                                dom0Kind: Dom0Kind(rawValue: dom0)!)
-            if let loadFailure {
-                printWarnings(["pcibackfsd: --hide \"\(hide)\": xen-pciback did not load (\(loadFailure.errno): \(loadFailure.reason)); "
-                               + "serving without pciback (--strict-hide refuses to start instead)"])
-            }
-            return dom0
+            dom0 = try Dom0(machine: machine, policy: policy, hide: hide, passthrough: passthrough, strictHide: strictHide,
+                            dom0Kind: Dom0Kind(rawValue: self.dom0)!)
         } catch {
-            throw failure(command, "--hide \"\(hide)\": xen-pciback failed to load: \(error)")
+            throw fail("--hide \"\(hide)\": xen-pciback failed to load: \(error)")
         }
+        if let loadFailure {
+            warnings.append("pcibackfsd: --hide \"\(hide)\": xen-pciback did not load (\(loadFailure.errno): \(loadFailure.reason)); "
+                            + "serving without pciback (--strict-hide refuses to start instead)")
+        }
+        if warning { printWarnings(warnings) }
+        return dom0
     }
 
     /// The tree's options: the class devices' numbers avoid those this host uses.
@@ -254,10 +255,8 @@ struct Serve: ParsableCommand {
     private func announceReady() {
         ServiceNotification.ready()
         if let pidfile {
-            do {
-                try Data("\(getpid())\n".utf8).write(to: URL(fileURLWithPath: pidfile))
-            } catch {
-                FileHandle.standardError.write(Data("pcibackfsd: cannot write --pidfile \(pidfile): \(describe(error))\n".utf8))
+            if let why = OutputFile.write(Data("\(getpid())\n".utf8), to: pidfile) {
+                FileHandle.standardError.write(Data("pcibackfsd: cannot write --pidfile \(pidfile): \(why)\n".utf8))
             }
         }
         if let readyFd {
@@ -399,8 +398,9 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        // Fail on a bad machine before any namespace exists (the init process builds it again).
-        _ = try options.makeDom0(command: "run")
+        // Fail on a bad machine before any namespace exists; the init process builds it again
+        // and prints its warnings then.
+        _ = try options.makeDom0(command: "run", warning: false)
         let arguments = CommandLine.arguments
         guard let verb = arguments.firstIndex(of: "run") else { throw failure("run", "cannot find the subcommand in the arguments") }
         do {
@@ -464,15 +464,4 @@ struct RunInit: ParsableCommand {
             throw ExitCode(1)
         }
     }
-}
-
-/// An error in words: a POSIX error's text rather than Foundation's dump of its domain and code.
-func describe(_ error: Error) -> String {
-    let error = error as NSError
-    if error.domain == NSPOSIXErrorDomain, let text = strerror(Int32(error.code)) { return String(cString: text) }
-    if let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain,
-       let text = strerror(Int32(underlying.code)) {
-        return String(cString: text)
-    }
-    return error.localizedDescription
 }

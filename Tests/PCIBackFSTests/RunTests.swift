@@ -99,6 +99,15 @@ struct RunLifetimeTests {
         #expect(result.stdout == "interrupts 2 0\n", "\(result)")
     }
 
+    /// `run` builds the machine once before the namespaces (to fail early) and once inside;
+    /// a warning must still appear once.
+    @Test("start-up warnings appear once") func warningsOnce() {
+        let result = Subprocess.run(MountEnvironment.daemonPath, ["run", "--hide", "(zz", "--", "true"], timeout: 30)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stderr.components(separatedBy: "xen_pciback: Error parsing pci_devs_to_hide at \"(zz\"").count == 2,
+                "\(result.stderr)")
+    }
+
     @Test("a missing COMMAND is a usage error") func missingCommand() {
         let result = Subprocess.run(MountEnvironment.daemonPath, ["run"], timeout: 30)
         #expect(result.status == 64)

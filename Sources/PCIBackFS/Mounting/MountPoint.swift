@@ -23,7 +23,7 @@ public enum MountPoint {
         guard status.st_mode & S_IFMT == S_IFDIR else {
             throw SetupError("cannot use \(path) as a mount point: \(Errno(ENOTDIR))")
         }
-        if !allowNonEmpty, let first = firstEntry(path) {
+        if !allowNonEmpty, let first = directoryNames(path)?.first {
             throw SetupError("\(path) is not empty (it holds \(first)); mounting would hide its files. "
                                   + "Use an empty directory, or --nonempty to mount over it anyway")
         }
@@ -49,7 +49,7 @@ public enum MountPoint {
         return map.split(whereSeparator: { $0 == " " || $0 == "\n" }) == ["0", "0", "4294967295"]
     }
 
-    /// "pcibackfsd (fuse.pcibackfs)" when `path` is the mount point of a pcibackfs that answers.
+    /// Who serves `path` when it is the mount point of a live pcibackfs (a dead one was detached).
     static func liveServer(at path: String) -> String? {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
@@ -57,16 +57,18 @@ public enum MountPoint {
         let live = MountInfo.entries().contains { $0.mountPoint == target && $0.fileSystemType == "fuse.pcibackfs" }
         return live ? "another pcibackfsd (fuse.pcibackfs)" : nil
     }
+}
 
-    private static func firstEntry(_ path: String) -> String? {
-        guard let directory = opendir(path) else { return nil }
-        defer { closedir(directory) }
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { return name }
-        }
-        return nil
+/// The names in directory `path`, without "." and ".."; nil when it cannot be read.
+func directoryNames(_ path: String) -> [String]? {
+    guard let directory = opendir(path) else { return nil }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
     }
+    return names
 }
 
 /// The calling process's mount table (/proc/self/mountinfo).

@@ -14,7 +14,7 @@ enum ChildProcess {
     /// signal mask, and `descriptors` (child descriptor ← parent descriptor) dup'ed in.
     /// `executable` is the file to run (default `arguments[0]`).
     static func spawn(_ arguments: [String], executable: String? = nil, searchPath: Bool = false,
-                      descriptors: [(child: Int32, parent: Int32)] = [], environment: [String]? = nil) throws(Errno) -> pid_t {
+                      descriptors: [(child: Int32, parent: Int32)] = []) throws(Errno) -> pid_t {
         precondition(!arguments.isEmpty)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -35,20 +35,12 @@ enum ChildProcess {
 
         let argv = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
-        let environ = environment.map { $0.map { strdup($0) } + [nil] }
-        defer { environ?.forEach { free($0) } }
         var pid = pid_t()
         let result: Int32 = argv.withUnsafeBufferPointer { argvBuffer in
             let argvPointer = UnsafePointer(argvBuffer.baseAddress!)
-            func start(_ envp: UnsafePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
-                searchPath
-                    ? posix_spawnp(&pid, executable ?? arguments[0], &actions, &attributes, argvPointer, envp)
-                    : posix_spawn(&pid, executable ?? arguments[0], &actions, &attributes, argvPointer, envp)
-            }
-            if let environ {
-                return environ.withUnsafeBufferPointer { start(UnsafePointer($0.baseAddress!)) }
-            }
-            return start(UnsafePointer(Glibc.environ))
+            return searchPath
+                ? posix_spawnp(&pid, executable ?? arguments[0], &actions, &attributes, argvPointer, Glibc.environ)
+                : posix_spawn(&pid, executable ?? arguments[0], &actions, &attributes, argvPointer, Glibc.environ)
         }
         guard result == 0 else { throw Errno(result) }
         return pid

@@ -106,7 +106,6 @@ public final class NamespaceInit: Sendable {
                 Thread.detachNewThread { [self] in
                     bindHostSubmounts()
                     do throws(SetupError) {
-                        outcome.withLock { $0 = nil }
                         let status = try superviseCommand(["pcibackfsd", RunSupervisor.execVerb] + command, executable: executable)
                         outcome.withLock { $0 = status }
                     } catch {

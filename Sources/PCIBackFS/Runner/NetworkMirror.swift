@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
+import Foundation
 
 /// Keeps the network namespace of `pcibackfsd run` in step with the emulated interfaces: one
 /// inert link (the kernel's dummy driver, or ifb where dummy is not built) per emulated
@@ -50,7 +46,7 @@ public final class NetworkMirror: Sendable {
             return true
         }
         guard start else { return }
-        startThread { [self] in synchronize() }
+        Thread.detachNewThread { [self] in synchronize() }
     }
 
     /// Adds and deletes links until what is present is what is wanted.
@@ -82,22 +78,5 @@ public final class NetworkMirror: Sendable {
                 state.withLock { _ = $0.present.insert(interface) }
             }
         }
-    }
-}
-
-/// Starts a detached thread (pthread: the runner does not depend on Foundation's Thread here).
-func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let result = pthread_create(&thread, nil, { argument in
-        let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-        box.body()
-        return nil
-    }, box)
-    if result == 0 {
-        pthread_detach(thread)
-    } else {
-        Unmanaged<Box>.fromOpaque(box).takeRetainedValue().body()
     }
 }

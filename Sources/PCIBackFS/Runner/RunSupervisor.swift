@@ -31,7 +31,7 @@ public enum RunSupervisor {
     /// Enters new mount, network and pid namespaces, and a user namespace in which the caller
     /// is root when it is not root already. Call while the process is single-threaded.
     public static func enterNamespaces() throws(SetupError) {
-        let threads = (try? directoryEntryCount("/proc/self/task")) ?? 1
+        let threads = directoryNames("/proc/self/task")?.count ?? 1
         guard threads == 1 else {
             throw SetupError("internal error: \(threads) threads before entering the namespaces (unshare needs one)")
         }
@@ -148,15 +148,4 @@ func writeProcFile(_ path: String, _ text: String) throws(Errno) {
     defer { close(descriptor) }
     let written = text.withCString { write(descriptor, $0, strlen($0)) }
     guard written == text.utf8.count else { throw Errno(written < 0 ? errno : EIO) }
-}
-
-func directoryEntryCount(_ path: String) throws(Errno) -> Int {
-    guard let directory = opendir(path) else { throw Errno(errno) }
-    defer { closedir(directory) }
-    var count = 0
-    while let entry = readdir(directory) {
-        let isDot = withUnsafeBytes(of: entry.pointee.d_name) { $0[0] == UInt8(ascii: ".") }
-        if !isDot { count += 1 }
-    }
-    return count
 }
